@@ -1,0 +1,132 @@
+"""The application factory. Importing this module opens nothing and reads no configuration.
+
+``create_app(settings)`` assembles the app from ``setup_*`` steps. Long-lived
+resources are opened and closed by one cleanup context each, in dependency
+order: embedded stores (only when no URL is configured) → PostgreSQL pool
+(migrations applied at start when configured) → Redis client → the services
+built on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from gateway import keys
+from gateway.clock import Clock, SystemClock
+from gateway.db import pool as dbpool
+from gateway.db.migrate import migrate
+from gateway.embedded import EmbeddedStores
+from gateway.metrics import create_metrics
+from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
+from gateway.openapi import ApiRegistry
+from gateway.settings import PROJECT_ROOT, Settings
+from gateway.views import ops
+
+log = structlog.get_logger("gateway.app")
+
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+def setup_embedded_stores(app: web.Application) -> None:
+    settings = app[keys.SETTINGS]
+    if settings.database_url:
+        app[keys.DATABASE_DSN] = settings.database_url.get()
+    if settings.redis_url:
+        app[keys.REDIS_URL] = settings.redis_url.get()
+    if not (settings.embedded_postgres or settings.embedded_redis):
+        return
+
+    async def embedded_ctx(app: web.Application) -> AsyncIterator[None]:
+        stores = EmbeddedStores(settings.data_dir, postgres=settings.embedded_postgres,
+                                redis=settings.embedded_redis)
+        loop = asyncio.get_running_loop()
+        pg_url, redis_url = await loop.run_in_executor(None, stores.start)
+        if pg_url:
+            app[keys.DATABASE_DSN] = pg_url
+        if redis_url:
+            app[keys.REDIS_URL] = redis_url
+        yield
+        await loop.run_in_executor(None, stores.stop)
+
+    app.cleanup_ctx.append(embedded_ctx)
+
+
+def setup_postgres(app: web.Application) -> None:
+    settings = app[keys.SETTINGS]
+    dbpool.SLOW_QUERY_MS = settings.slow_query_ms
+
+    async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+        dsn = app[keys.DATABASE_DSN]
+        pool = await dbpool.create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                                        command_timeout=settings.db_command_timeout)
+        if settings.migrate_on_start:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+        app[keys.DB] = pool
+        yield
+        await pool.close()
+
+    app.cleanup_ctx.append(postgres_ctx)
+
+
+def setup_redis(app: web.Application) -> None:
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            app[keys.REDIS_URL],
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=10,
+            decode_responses=False,
+        )
+        app[keys.REDIS] = client
+        yield
+        await client.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+
+
+def setup_templates(app: web.Application) -> None:
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=jinja2.select_autoescape(["html", "xml"], default_for_string=True, default=True),
+    )
+    env.globals["app_name"] = "contact-gateway"
+
+
+def setup_routes(app: web.Application) -> None:
+    api = app[keys.API]
+    ops.setup_routes(app, api)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    extra_setup: list[Callable[[web.Application], Any]] | None = None,
+) -> web.Application:
+    """Build the gateway application. Nothing is opened until the app starts."""
+    app = web.Application(
+        middlewares=[request_id_middleware, access_middleware, problem_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock or SystemClock()
+    app[keys.METRICS] = create_metrics()
+    app[keys.API] = ApiRegistry()
+    setup_embedded_stores(app)
+    setup_postgres(app)
+    setup_redis(app)
+    setup_templates(app)
+    setup_routes(app)
+    for step in extra_setup or ():
+        step(app)
+    return app

@@ -1,0 +1,1 @@
+"""The canonical contact event and everything that ingests, stores and publishes it."""

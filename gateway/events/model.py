@@ -1,0 +1,168 @@
+"""The canonical contact event (DESIGN.md §3): one typed model for every channel.
+
+Validated on the hot path with msgspec (see README "Why msgspec"): decoding
+JSON straight into these frozen structs checks types, lengths, enums and
+timezone-awareness in one pass. :func:`decode_event` / :func:`decode_events`
+turn raw bytes into events or a :class:`gateway.errors.ValidationFailed` whose
+``errors`` name each bad field with a JSON path (``identifiers[0].kind``).
+
+The gateway adds ``id`` (UUIDv7), ``received_at`` and ``customer_id``; a
+channel never sends them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from gateway.errors import ValidationFailed
+from gateway.events.types import EVENT_TYPES
+
+Channel = Literal[
+    "voice", "online_banking", "mobile_banking", "email", "branch", "sms", "wechat", "corporate_banking"
+]
+IdentifierKind = Literal[
+    "phone", "email", "customer_no", "national_id", "card_no", "account_no", "device_id", "online_user_id"
+]
+Direction = Literal["inbound", "outbound"]
+
+SourceName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+SourceEventId = Annotated[str, Meta(min_length=1, max_length=200)]
+EventType = Annotated[str, Meta(min_length=3, max_length=64, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")]
+ShortText = Annotated[str, Meta(max_length=100)]
+Subject = Annotated[str, Meta(max_length=500)]
+AwareDatetime = Annotated[dt.datetime, Meta(tz=True)]
+
+MAX_IDENTIFIERS = 16
+MAX_ATTRIBUTES_BYTES = 16 * 1024
+MAX_BATCH = 1000
+
+
+class Identifier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Something a channel knows of the customer: ``{kind, value}``."""
+
+    kind: IdentifierKind
+    value: Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class ContactEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One contact event as a channel posts it (before the gateway adds id, received_at, customer_id)."""
+
+    source: SourceName
+    source_event_id: SourceEventId
+    channel: Channel
+    type: EventType
+    occurred_at: AwareDatetime
+    identifiers: Annotated[list[Identifier], Meta(max_length=MAX_IDENTIFIERS)] = []
+    interaction_id: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    agent_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    queue: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    direction: Direction | None = None
+    subject: Subject | None = None
+    outcome: ShortText | None = None
+    reason: ShortText | None = None
+    attributes: dict[str, Any] = {}
+
+
+class StoredEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An event as the gateway stored it."""
+
+    id: str
+    source: str
+    source_event_id: str
+    channel: str
+    type: str
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+    interaction_id: str
+    customer_id: int | None = None
+    identifiers: list[dict[str, str]] = []
+    agent_id: str | None = None
+    queue: str | None = None
+    direction: str | None = None
+    subject: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    attributes: dict[str, Any] = {}
+
+
+_event_decoder = msgspec.json.Decoder(ContactEvent)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+_convert_path = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _field_from_msgspec(message: str) -> tuple[str, str]:
+    """Split msgspec's ``"Expected `str`, got `int` - at `$.identifiers[0].value`"`` into (field, message)."""
+    m = _convert_path.search(message)
+    path = m.group("path").lstrip(".") if m else ""
+    text = message[: m.start()] if m else message
+    if text.startswith("Object contains unknown field"):
+        unknown = text.split("`")[1] if "`" in text else ""
+        path = f"{path}.{unknown}".lstrip(".")
+        text = "unknown field"
+    elif text.startswith("Object missing required field"):
+        missing = text.split("`")[1] if "`" in text else ""
+        path = f"{path}.{missing}".lstrip(".")
+        text = "required"
+    return path, text
+
+
+def check_event(event: ContactEvent, prefix: str = "") -> ContactEvent:
+    """Rules msgspec cannot express: a known type, bounded attributes."""
+    if event.type not in EVENT_TYPES:
+        raise ValidationFailed.field(prefix + "type", f"unknown event type {event.type!r}")
+    if event.attributes and len(_encoder.encode(event.attributes)) > MAX_ATTRIBUTES_BYTES:
+        raise ValidationFailed.field(prefix + "attributes", f"larger than {MAX_ATTRIBUTES_BYTES} bytes")
+    return event
+
+
+def event_from_obj(obj: Any, prefix: str = "") -> ContactEvent:
+    """Validate one already-decoded JSON object as a contact event."""
+    try:
+        event = msgspec.convert(obj, ContactEvent)
+    except msgspec.ValidationError as exc:
+        field, message = _field_from_msgspec(str(exc))
+        raise ValidationFailed.field(prefix + field if field else prefix.rstrip(".") or "body", message) from None
+    return check_event(event, prefix)
+
+
+def decode_event(body: bytes) -> ContactEvent:
+    """Decode and validate one JSON event from bytes."""
+    try:
+        event = _event_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        field, message = _field_from_msgspec(str(exc))
+        raise ValidationFailed.field(field or "body", message) from None
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed.field("body", f"invalid JSON: {exc}") from None
+    return check_event(event)
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValidationFailed.field("body", f"invalid JSON: {exc}") from None
+
+
+def encode(obj: Any) -> bytes:
+    return _encoder.encode(obj)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a posted contact event, with the list of known types."""
+    schema: dict[str, Any] = msgspec.json.schema(ContactEvent)
+    defs = schema.get("$defs", {})
+    ce = defs.get("ContactEvent", schema)
+    ce["properties"]["type"]["enum"] = sorted(EVENT_TYPES)
+    ce["properties"]["type"]["description"] = "Stable dotted event type; see the README's table."
+    ce["properties"]["attributes"]["description"] = f"Channel-specific extras, at most {MAX_ATTRIBUTES_BYTES} bytes"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "/v1/schema/contact-event.json"
+    schema["title"] = "Canonical contact event"
+    return schema

@@ -1,0 +1,25 @@
+"""Every typed application key, in one module. Views read them once; deeper code gets arguments."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from gateway.clock import Clock
+    from gateway.metrics import Metrics
+    from gateway.openapi import ApiRegistry
+    from gateway.settings import Settings
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+API: web.AppKey[ApiRegistry] = web.AppKey("api")
+DATABASE_DSN: web.AppKey[str] = web.AppKey("database_dsn")
+REDIS_URL: web.AppKey[str] = web.AppKey("redis_url")
+DB: web.AppKey[asyncpg.Pool] = web.AppKey("db")
+REDIS: web.AppKey[Redis] = web.AppKey("redis")

@@ -1,0 +1,328 @@
+"""Settings: one frozen object built once from an explicit mapping.
+
+Sources, later ones winning:
+
+1. ``config/default.toml`` (every setting has a default there and is documented in the README),
+2. the TOML file named by ``CG_CONFIG_FILE`` (optional),
+3. environment variables ``CG_<KEY>``; nested tables use ``__``, e.g.
+   ``CG_SOURCES__CORE_BANKING__API_KEY``.
+
+An unknown key, a value of the wrong type or an out-of-range value raises
+:class:`SettingsError` naming the key, and ``contact-gateway`` stops before it
+opens anything. Secrets are wrapped in :class:`Secret`, whose ``repr`` and
+``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.toml"
+ENV_PREFIX = "CG_"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown, of the wrong type or out of range; the message names it."""
+
+
+class Secret:
+    """A secret value that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """How one channel system (a *source*) authenticates to the gateway.
+
+    ``auth`` is ``api_key`` (header ``X-API-Key`` or ``Authorization: Bearer``),
+    ``webhook`` (Standard Webhooks signature, ``whsec_`` secrets; several for
+    key rotation) or ``none`` (only for sources whose transport is trusted, such
+    as the in-process AMI and IMAP pollers).
+    """
+
+    name: str
+    auth: str
+    api_keys: tuple[Secret, ...] = ()
+    webhook_secrets: tuple[Secret, ...] = ()
+    channels: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ("events",)
+
+
+_SOURCE_KEYS = {"auth", "api_key", "api_keys", "webhook_secret", "webhook_secrets", "channels", "scopes"}
+_SOURCE_AUTH = {"api_key", "webhook", "none"}
+_SOURCE_SCOPES = {"events", "customers"}
+
+
+def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
+    return {"doc": text, "secret": secret}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
+
+    http_host: str = dataclasses.field(metadata=_doc("Address the HTTP server binds to."))
+    http_port: int = dataclasses.field(metadata=_doc("TCP port of the HTTP server (0 picks a free one)."))
+    public_url: str = dataclasses.field(
+        metadata=_doc("Base URL people and CTI systems use to reach the gateway; empty means http://host:port.")
+    )
+    database_url: Secret = dataclasses.field(
+        metadata=_doc("PostgreSQL URL; empty starts an embedded PostgreSQL under data_dir.", secret=True)
+    )
+    redis_url: Secret = dataclasses.field(
+        metadata=_doc("Redis URL; empty starts an embedded Redis under data_dir.", secret=True)
+    )
+    data_dir: Path = dataclasses.field(metadata=_doc("Directory for the embedded stores' data."))
+    db_pool_min: int = dataclasses.field(metadata=_doc("Minimum connections in the PostgreSQL pool."))
+    db_pool_max: int = dataclasses.field(metadata=_doc("Maximum connections in the PostgreSQL pool."))
+    db_command_timeout: float = dataclasses.field(metadata=_doc("Seconds before a PostgreSQL command is cancelled."))
+    slow_query_ms: float = dataclasses.field(metadata=_doc("Queries slower than this are logged with their name."))
+    migrate_on_start: bool = dataclasses.field(metadata=_doc("Apply pending migrations when `serve` starts."))
+    log_format: str = dataclasses.field(
+        metadata=_doc("`auto` (coloured on a terminal, JSON lines otherwise), `json` or `console`.")
+    )
+    log_level: str = dataclasses.field(metadata=_doc("`debug`, `info`, `warning` or `error`."))
+    access_log: bool = dataclasses.field(metadata=_doc("Write one access log line per request."))
+    shutdown_grace_seconds: float = dataclasses.field(
+        metadata=_doc("On SIGTERM/SIGINT, how long in-flight requests may take to finish.")
+    )
+    max_body_bytes: int = dataclasses.field(metadata=_doc("Largest request body accepted (413 beyond)."))
+    identity_hmac_keys: tuple[Secret, ...] = dataclasses.field(
+        metadata=_doc(
+            "Keys for the keyed hash of identifiers, newest first; the first hashes new values, "
+            "all are tried when matching (key rotation).",
+            secret=True,
+        )
+    )
+    session_secret: Secret = dataclasses.field(
+        metadata=_doc("Secret for signing session and CSRF tokens; empty generates one per start.", secret=True)
+    )
+    sources: Mapping[str, SourceSettings] = dataclasses.field(
+        metadata=_doc("Per-source authentication: table `[sources.<name>]` with `auth`, `api_keys`, "
+                      "`webhook_secrets`, `channels`, `scopes`.")
+    )
+    demo: bool = dataclasses.field(metadata=_doc("Seed demo data on start when the database is empty."))
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return not self.database_url
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(key: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
+    """Turn a TOML or environment value into the field's type, or raise naming the key."""
+    kind = field.type
+    from_env = isinstance(raw, str)
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if from_env and raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true or false")
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError("expected an integer")
+            return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw
+        if kind == "Path":
+            if not isinstance(raw, str):
+                raise ValueError("expected a path")
+            return Path(raw)
+        if kind == "Secret":
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return Secret(raw)
+        if kind == "tuple[Secret, ...]":
+            values = [v.strip() for v in raw.split(",")] if from_env else raw
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ValueError("expected a list of strings")
+            return tuple(Secret(v) for v in values if v)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {key!r}: {exc} (got {_shown(field, raw)})") from None
+    raise SettingsError(f"setting {key!r}: unsupported type {kind}")  # pragma: no cover - a programming error
+
+
+def _shown(field: dataclasses.Field[Any], raw: Any) -> str:
+    return "a hidden value" if field.metadata.get("secret") else repr(raw)
+
+
+def _as_tuple(key: str, raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        return tuple(v.strip() for v in raw.split(",") if v.strip())
+    if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+        return tuple(raw)
+    raise SettingsError(f"setting {key!r}: expected a list of strings")
+
+
+def _parse_sources(raw: Any) -> dict[str, SourceSettings]:
+    if not isinstance(raw, dict):
+        raise SettingsError("setting 'sources': expected a table of sources")
+    out: dict[str, SourceSettings] = {}
+    for name, table in raw.items():
+        key = f"sources.{name}"
+        if not isinstance(table, dict):
+            raise SettingsError(f"setting {key!r}: expected a table")
+        unknown = set(table) - _SOURCE_KEYS
+        if unknown:
+            raise SettingsError(f"setting '{key}.{sorted(unknown)[0]}': unknown setting")
+        auth = table.get("auth", "api_key")
+        if auth not in _SOURCE_AUTH:
+            raise SettingsError(f"setting '{key}.auth': must be one of {sorted(_SOURCE_AUTH)} (got {auth!r})")
+        keys = list(_as_tuple(f"{key}.api_keys", table.get("api_keys", [])))
+        if table.get("api_key"):
+            keys.insert(0, str(table["api_key"]))
+        secrets = list(_as_tuple(f"{key}.webhook_secrets", table.get("webhook_secrets", [])))
+        if table.get("webhook_secret"):
+            secrets.insert(0, str(table["webhook_secret"]))
+        if auth == "api_key" and not keys:
+            raise SettingsError(f"setting '{key}.api_keys': a source with auth 'api_key' needs at least one key")
+        if auth == "webhook" and not secrets:
+            raise SettingsError(f"setting '{key}.webhook_secrets': a webhook source needs at least one secret")
+        for s in secrets:
+            if not s.startswith("whsec_"):
+                raise SettingsError(f"setting '{key}.webhook_secrets': secrets start with 'whsec_'")
+        scopes = _as_tuple(f"{key}.scopes", table.get("scopes", ["events"]))
+        bad = set(scopes) - _SOURCE_SCOPES
+        if bad:
+            raise SettingsError(f"setting '{key}.scopes': unknown scope {sorted(bad)[0]!r}")
+        out[name] = SourceSettings(
+            name=name,
+            auth=auth,
+            api_keys=tuple(Secret(k) for k in keys),
+            webhook_secrets=tuple(Secret(s) for s in secrets),
+            channels=_as_tuple(f"{key}.channels", table.get("channels", [])),
+            scopes=scopes,
+        )
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "CG_CONFIG_FILE" or name.startswith("CG_TEST_"):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SettingsError(f"environment {name}: conflicts with another variable")
+        node[path[-1]] = value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {str(path)!r}: {exc}") from None
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """Build settings from one merged mapping; raise :class:`SettingsError` naming the bad key."""
+    unknown = set(values) - set(SETTING_FIELDS)
+    if unknown:
+        raise SettingsError(f"setting {sorted(unknown)[0]!r}: unknown setting")
+    missing = set(SETTING_FIELDS) - set(values)
+    if missing:
+        raise SettingsError(f"setting {sorted(missing)[0]!r}: missing (add it to config/default.toml)")
+    kwargs: dict[str, Any] = {}
+    for key, field in SETTING_FIELDS.items():
+        raw = values[key]
+        kwargs[key] = _parse_sources(raw) if key == "sources" else _coerce(key, raw, field)
+    s = Settings(**kwargs)
+    _check_ranges(s)
+    return s
+
+
+def _check_ranges(s: Settings) -> None:
+    if not 0 <= s.http_port <= 65535:
+        raise SettingsError(f"setting 'http_port': must be between 0 and 65535 (got {s.http_port})")
+    if s.db_pool_min < 1 or s.db_pool_max < s.db_pool_min:
+        raise SettingsError("setting 'db_pool_max': must be at least db_pool_min, and db_pool_min at least 1")
+    if s.log_format not in ("auto", "json", "console"):
+        raise SettingsError(f"setting 'log_format': must be auto, json or console (got {s.log_format!r})")
+    if s.log_level not in ("debug", "info", "warning", "error"):
+        raise SettingsError(f"setting 'log_level': must be debug, info, warning or error (got {s.log_level!r})")
+    if s.max_body_bytes < 1024:
+        raise SettingsError("setting 'max_body_bytes': must be at least 1024")
+    if s.shutdown_grace_seconds < 0:
+        raise SettingsError("setting 'shutdown_grace_seconds': must not be negative")
+    if not s.identity_hmac_keys:
+        raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Load ``config/default.toml``, then ``CG_CONFIG_FILE``, then ``CG_*`` variables, then ``overrides``."""
+    env = os.environ if env is None else env
+    values = _read_toml(DEFAULT_CONFIG)
+    if env.get("CG_CONFIG_FILE"):
+        values = _merge(values, _read_toml(Path(env["CG_CONFIG_FILE"])))
+    values = _merge(values, _env_overrides(env))
+    values = _merge(values, overrides)
+    return build_settings(values)

@@ -1,0 +1,1 @@
+"""HTTP views: thin handlers that parse the request, call a service and shape the response."""
