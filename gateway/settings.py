@@ -150,6 +150,27 @@ class Settings:
 
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 
+# Nested tables of settings: the field's type name -> its frozen dataclass. A field typed with one of
+# these is read from a TOML table (``[ami]``) or CG_<TABLE>__<KEY> variables; its own fields carry docs
+# like Settings' and are documented in the README as ``table.key``.
+NESTED_TABLES: dict[str, type] = {}
+
+
+def documented_settings() -> dict[str, str]:
+    """Every setting's dotted name and doc (the README must list each), nested tables included."""
+    out: dict[str, str] = {}
+
+    def walk(cls: Any, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            nested = NESTED_TABLES.get(str(f.type))
+            if nested is not None:
+                walk(nested, f"{prefix}{f.name}.")
+            else:
+                out[prefix + f.name] = f.metadata.get("doc", "")
+
+    walk(Settings, "")
+    return out
+
 
 def _coerce(key: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
     """Turn a TOML or environment value into the field's type, or raise naming the key."""
@@ -283,19 +304,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {str(path)!r}: {exc}") from None
 
 
+def _build_table(cls: Any, prefix: str, values: Any) -> Any:
+    """Build a (nested) settings dataclass from a table; every key must be known and present."""
+    if not isinstance(values, Mapping):
+        raise SettingsError(f"setting {prefix.rstrip('.')!r}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise SettingsError(f"setting {prefix + sorted(unknown)[0]!r}: unknown setting")
+    missing = set(fields) - set(values)
+    if missing:
+        raise SettingsError(f"setting {prefix + sorted(missing)[0]!r}: missing (add it to config/default.toml)")
+    kwargs: dict[str, Any] = {}
+    for key, field in fields.items():
+        raw = values[key]
+        nested = NESTED_TABLES.get(str(field.type))
+        if key == "sources" and cls is Settings:
+            kwargs[key] = _parse_sources(raw)
+        elif nested is not None:
+            kwargs[key] = _build_table(nested, f"{prefix}{key}.", raw)
+        else:
+            kwargs[key] = _coerce(prefix + key, raw, field)
+    return cls(**kwargs)
+
+
 def build_settings(values: Mapping[str, Any]) -> Settings:
     """Build settings from one merged mapping; raise :class:`SettingsError` naming the bad key."""
-    unknown = set(values) - set(SETTING_FIELDS)
-    if unknown:
-        raise SettingsError(f"setting {sorted(unknown)[0]!r}: unknown setting")
-    missing = set(SETTING_FIELDS) - set(values)
-    if missing:
-        raise SettingsError(f"setting {sorted(missing)[0]!r}: missing (add it to config/default.toml)")
-    kwargs: dict[str, Any] = {}
-    for key, field in SETTING_FIELDS.items():
-        raw = values[key]
-        kwargs[key] = _parse_sources(raw) if key == "sources" else _coerce(key, raw, field)
-    s = Settings(**kwargs)
+    s: Settings = _build_table(Settings, "", values)
     _check_ranges(s)
     return s
 
