@@ -25,3 +25,10 @@ REDIS_URL: web.AppKey[str] = web.AppKey("redis_url")
 DB: web.AppKey[asyncpg.Pool] = web.AppKey("db")
 REDIS: web.AppKey[Redis] = web.AppKey("redis")
 INGEST: web.AppKey[EventSink] = web.AppKey("ingest")
+
+if TYPE_CHECKING:
+    from gateway.customers.service import CustomerService
+    from gateway.identity import IdentityHasher
+
+IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
+CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
