@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from gateway.clock import Clock
+    from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
     from gateway.metrics import Metrics
     from gateway.openapi import ApiRegistry
@@ -25,6 +26,7 @@ REDIS_URL: web.AppKey[str] = web.AppKey("redis_url")
 DB: web.AppKey[asyncpg.Pool] = web.AppKey("db")
 REDIS: web.AppKey[Redis] = web.AppKey("redis")
 INGEST: web.AppKey[EventSink] = web.AppKey("ingest")
+PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 
 if TYPE_CHECKING:
     from gateway.customers.service import CustomerService
