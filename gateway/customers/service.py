@@ -108,7 +108,8 @@ class ImportReport:
             self.errors.append({"line": line, "field": field, "message": message})
 
     def as_dict(self) -> dict[str, Any]:
-        return {"lines": self.lines, "loaded": self.loaded, "rejected": self.rejected, "errors": self.errors,
+        errors = sorted(self.errors, key=lambda e: e["line"])
+        return {"lines": self.lines, "loaded": self.loaded, "rejected": self.rejected, "errors": errors,
                 "errors_truncated": self.rejected > len(self.errors)}
 
 
