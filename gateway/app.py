@@ -103,7 +103,6 @@ def setup_redis(app: web.Application) -> None:
 def setup_customers(app: web.Application) -> None:
     """The identity hasher (no I/O) and the customer service on the PostgreSQL pool."""
     from gateway.customers.service import CustomerService
-    from gateway.identity import IdentityHasher
 
     app[keys.IDENTITY] = IdentityHasher(app[keys.SETTINGS].identity_hmac_keys)
 
