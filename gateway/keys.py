@@ -34,3 +34,11 @@ if TYPE_CHECKING:
 
 IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
 CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
+
+if TYPE_CHECKING:
+    from gateway.users.service import UserService
+    from gateway.users.sessions import LoginThrottle, SessionStore
+
+USERS: web.AppKey[UserService] = web.AppKey("users")
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
+LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")

@@ -36,3 +36,8 @@ def session(session_id: str) -> str:
 
 def login_throttle(key: str) -> str:
     return f"{PREFIX}throttle:login:{key}"
+
+
+def user_sessions(name: str) -> str:
+    """The set of one user's session digests (so that disabling the user ends them all)."""
+    return f"{PREFIX}user-sessions:{name}"

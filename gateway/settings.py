@@ -85,6 +85,30 @@ def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """People's login sessions (table ``[sessions]``): timeouts, the cookie, login throttling, hashing."""
+
+    idle_timeout_seconds: int = dataclasses.field(
+        metadata=_doc("A session unused for this long ends (the user logs in again)."))
+    absolute_timeout_seconds: int = dataclasses.field(
+        metadata=_doc("A session ends this long after login, however busy it is."))
+    cookie_secure: str = dataclasses.field(
+        metadata=_doc("`auto` (Secure cookie when `public_url` is https), `true`, or `false` for plain-http "
+                      "localhost development."))
+    cookie_samesite: str = dataclasses.field(metadata=_doc("SameSite attribute of the session cookie: "
+                                                           "`Lax` or `Strict`."))
+    login_max_failures_per_user: int = dataclasses.field(
+        metadata=_doc("Failed logins of one user name within `login_throttle_seconds` before it is throttled."))
+    login_max_failures_per_ip: int = dataclasses.field(
+        metadata=_doc("Failed logins from one client address within `login_throttle_seconds` before it is "
+                      "throttled."))
+    login_throttle_seconds: int = dataclasses.field(
+        metadata=_doc("Window of the login failure counters; a throttled login may retry after it."))
+    password_time_cost: int = dataclasses.field(metadata=_doc("argon2id passes when hashing a password."))
+    password_memory_kib: int = dataclasses.field(metadata=_doc("argon2id memory per hash, in KiB."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
 
@@ -136,6 +160,7 @@ class Settings:
     ingest_commit_window_ms: float = dataclasses.field(
         metadata=_doc("How long a lone event may wait for others to share its commit (0: never wait).")
     )
+    sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -151,6 +176,12 @@ class Settings:
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}"
 
+    def session_cookie_secure(self) -> bool:
+        """Whether the session cookie carries ``Secure``: ``auto`` follows the scheme of ``public_url``."""
+        if self.sessions.cookie_secure == "auto":
+            return self.public_url.lower().startswith("https://")
+        return self.sessions.cookie_secure == "true"
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -161,6 +192,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 # these is read from a TOML table (``[ami]``) or CG_<TABLE>__<KEY> variables; its own fields carry docs
 # like Settings' and are documented in the README as ``table.key``.
 NESTED_TABLES: dict[str, type] = {}
+NESTED_TABLES["SessionSettings"] = SessionSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -363,6 +395,25 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
+    _check_sessions(s.sessions)
+
+
+def _check_sessions(ss: SessionSettings) -> None:
+    if ss.idle_timeout_seconds < 60:
+        raise SettingsError("setting 'sessions.idle_timeout_seconds': must be at least 60")
+    if ss.absolute_timeout_seconds < ss.idle_timeout_seconds:
+        raise SettingsError("setting 'sessions.absolute_timeout_seconds': must be at least idle_timeout_seconds")
+    if ss.cookie_secure not in ("auto", "true", "false"):
+        raise SettingsError(f"setting 'sessions.cookie_secure': must be auto, true or false "
+                            f"(got {ss.cookie_secure!r})")
+    if ss.cookie_samesite not in ("Lax", "Strict"):
+        raise SettingsError(f"setting 'sessions.cookie_samesite': must be Lax or Strict (got {ss.cookie_samesite!r})")
+    for name in ("login_max_failures_per_user", "login_max_failures_per_ip", "login_throttle_seconds",
+                 "password_time_cost"):
+        if getattr(ss, name) < 1:
+            raise SettingsError(f"setting 'sessions.{name}': must be at least 1")
+    if ss.password_memory_kib < 1024:
+        raise SettingsError("setting 'sessions.password_memory_kib': must be at least 1024")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
