@@ -36,6 +36,7 @@ from gateway.events.partitions import PartitionManager
 from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
 from gateway.views import events as events_views
+from gateway.views import console as console_views
 from gateway.views import login as login_views
 from gateway.views import ops
 
@@ -190,6 +191,28 @@ def setup_users(app: web.Application) -> None:
     app.cleanup_ctx.append(users_ctx)
 
 
+def setup_console(app: web.Application) -> None:
+    """The supervisor console's service (the QA form is read at start: a bad form stops it) and page filters."""
+    import zoneinfo
+
+    from gateway.console.qa import load_form
+    from gateway.console.service import ConsoleService
+
+    settings = app[keys.SETTINGS].console
+    tz = zoneinfo.ZoneInfo(settings.timezone)
+
+    async def console_ctx(app: web.Application) -> AsyncIterator[None]:
+        form = load_form(settings.qa_form_path())
+        app[keys.CONSOLE] = ConsoleService(app[keys.DB], app[keys.CLOCK], settings, form)
+        yield
+
+    app.cleanup_ctx.append(console_ctx)
+    env = aiohttp_jinja2.get_env(app)
+    env.filters["local"] = lambda at, fmt="%Y-%m-%d %H:%M:%S": at.astimezone(tz).strftime(fmt) if at else ""
+    env.filters["pct"] = lambda r: "–" if r is None else f"{100 * r:.1f}%"
+    env.filters["secs"] = lambda s: "–" if s is None else f"{int(s) // 60}:{int(s) % 60:02d}"
+
+
 def setup_templates(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
         app,
@@ -203,6 +226,7 @@ def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
     login_views.setup_routes(app, api)
+    console_views.setup_routes(app, api)
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
 
@@ -230,6 +254,7 @@ def create_app(
     setup_ingest(app)
     setup_users(app)
     setup_templates(app)
+    setup_console(app)
     setup_routes(app)
     for step in extra_setup or ():
         step(app)

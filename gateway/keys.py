@@ -42,3 +42,8 @@ if TYPE_CHECKING:
 USERS: web.AppKey[UserService] = web.AppKey("users")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
+
+if TYPE_CHECKING:
+    from gateway.console.service import ConsoleService
+
+CONSOLE: web.AppKey[ConsoleService] = web.AppKey("console")

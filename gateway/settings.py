@@ -109,6 +109,32 @@ class SessionSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The supervisor console (table ``[console]``): how figures are computed and shown."""
+
+    timezone: str = dataclasses.field(metadata=_doc("Time zone of the console's dates, hours and days "
+                                                    "(IANA name)."))
+    service_level_seconds: int = dataclasses.field(
+        metadata=_doc("Service level (服务水平): share of offered calls answered within this many seconds."))
+    repeat_contact_days: int = dataclasses.field(
+        metadata=_doc("A contact is repeated (重复来电) when the customer contacts again within this many days."))
+    repeat_contact_channels: str = dataclasses.field(
+        metadata=_doc("Comma-separated channels counted for repeat contacts (assisted channels)."))
+    page_size: int = dataclasses.field(metadata=_doc("Rows per page of the contact log and the audit trail."))
+    qa_form: Path = dataclasses.field(metadata=_doc("The quality-review scoring form (TOML), relative to the "
+                                                    "project directory unless absolute."))
+    qa_sample_max: int = dataclasses.field(metadata=_doc("Largest random sample a supervisor may draw at once."))
+    export_chunk_rows: int = dataclasses.field(
+        metadata=_doc("Rows fetched per round trip of the CSV export's server-side cursor (its memory bound)."))
+
+    def repeat_channels(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.repeat_contact_channels.split(",") if c.strip())
+
+    def qa_form_path(self) -> Path:
+        return self.qa_form if self.qa_form.is_absolute() else PROJECT_ROOT / self.qa_form
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
 
@@ -161,6 +187,7 @@ class Settings:
         metadata=_doc("How long a lone event may wait for others to share its commit (0: never wait).")
     )
     sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
+    console: ConsoleSettings = dataclasses.field(metadata=_doc("The supervisor console."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -193,6 +220,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 # like Settings' and are documented in the README as ``table.key``.
 NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["SessionSettings"] = SessionSettings
+NESTED_TABLES["ConsoleSettings"] = ConsoleSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -396,6 +424,28 @@ def _check_ranges(s: Settings) -> None:
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
     _check_sessions(s.sessions)
+    _check_console(s.console)
+
+
+def _check_console(cs: ConsoleSettings) -> None:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(cs.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"setting 'console.timezone': unknown time zone {cs.timezone!r}") from None
+    if not 1 <= cs.service_level_seconds <= 3600:
+        raise SettingsError("setting 'console.service_level_seconds': must be between 1 and 3600")
+    if not 1 <= cs.repeat_contact_days <= 90:
+        raise SettingsError("setting 'console.repeat_contact_days': must be between 1 and 90")
+    if not cs.repeat_channels():
+        raise SettingsError("setting 'console.repeat_contact_channels': name at least one channel")
+    if not 10 <= cs.page_size <= 500:
+        raise SettingsError("setting 'console.page_size': must be between 10 and 500")
+    if not 10 <= cs.export_chunk_rows <= 100_000:
+        raise SettingsError("setting 'console.export_chunk_rows': must be between 10 and 100000")
+    if not 1 <= cs.qa_sample_max <= 1000:
+        raise SettingsError("setting 'console.qa_sample_max': must be between 1 and 1000")
 
 
 def _check_sessions(ss: SessionSettings) -> None:

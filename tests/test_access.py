@@ -23,7 +23,7 @@ ROLES = ("agent", "supervisor", "admin")
 DESKTOP_KEY = {"X-API-Key": "dev-desktop-key"}            # source with scopes read, link
 CORE_KEY = {"X-API-Key": "dev-core-banking-key"}           # source with scopes customers, events, read
 SAMPLE_PARAMS = {"customer_no": "C0000001", "interaction_id": str(uuid.UUID(int=7)), "lang": "en",
-                 "filename": "app.css", "agent_id": "8001"}
+                 "filename": "app.css", "agent_id": "8001", "review_id": "1", "sample_id": "1"}
 
 
 @pytest.fixture
@@ -47,6 +47,7 @@ def _concrete(path: str) -> str:
         path = path.replace("{" + name + "}", value)
     if path.endswith("/static"):
         path += "/app.css"
+    assert "{" not in path, f"add a sample value for {path} to SAMPLE_PARAMS"
     return path
 
 

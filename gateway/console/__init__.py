@@ -1,0 +1,1 @@
+"""The supervisor console: contact log, export, dashboards, quality review, audit."""
