@@ -1,7 +1,7 @@
 """The words of the pages, zh-CN by default and English on request (cookie ``cg_lang``).
 
 Templates call ``_("key")``; a key missing from :data:`MESSAGES` is a programming error that
-``tests/test_i18n.py`` catches by rendering every page in both languages. Add the words a Chinese
+the console and access tests catch by rendering the pages in both languages. Add the words a Chinese
 bank's staff use (see the glossary), one entry per key: ``key: (zh-CN, English)``.
 """
 

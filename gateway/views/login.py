@@ -64,9 +64,9 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, v
 
 
 def _login_page(request: web.Request, *, error: str | None = None, status: int = 200,
-                name: str = "") -> web.Response:
+                name: str = "", next_path: str | None = None) -> web.Response:
     token = secrets.token_urlsafe(24)
-    nxt = safe_next(request.query.get("next") or None, "")
+    nxt = safe_next(next_path if next_path is not None else request.query.get("next") or None, "")
     response = render_page("login.html", request, {
         "login_csrf": token, "next": nxt, "error": error, "name": name,
         "expired": request.query.get("expired") == "1",
@@ -93,7 +93,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     given = _field(form, CSRF_FIELD)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not given or not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        return _login_page(request, error="login.bad_form", status=403)
+        return _login_page(request, error="login.bad_form", status=403, next_path=_field(form, "next"))
     name = _field(form, "name").strip().lower()
     password = _field(form, "password")
     address = request.remote or "unknown"
@@ -104,7 +104,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     except TooManyRequests as exc:
         await audit.record(pool, actor=f"user:{name}" if name else "anonymous", action="login.failed",
                            reason="throttled", request_id=request_id_of(request), details={"address": address})
-        response = _login_page(request, error="login.throttled", status=429, name=name)
+        response = _login_page(request, error="login.throttled", status=429, name=name,
+                               next_path=_field(form, "next"))
         response.headers["Retry-After"] = str(exc.extensions.get("retry_after", 60))
         return response
     user = await app[keys.USERS].authenticate(name, password)
@@ -114,7 +115,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
                            reason="bad credentials", request_id=request_id_of(request),
                            details={"address": address})
         log.info("login.failed")
-        return _login_page(request, error="login.failed", status=401, name=name)
+        return _login_page(request, error="login.failed", status=401, name=name, next_path=_field(form, "next"))
     await throttle.succeeded(name)
     token, _session = await app[keys.SESSIONS].create(user)
     await audit.record(pool, actor=f"user:{user.name}", actor_role=user.role, action="login",
