@@ -83,7 +83,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
     from gateway.console.store import contact_log_page, export_rows
     from gateway.db.pool import init_connection
 
-    conn = await asyncpg.connect(url, init=None)
+    conn = await asyncpg.connect(url)
     await init_connection(conn)
     try:
         has_trgm = bool(await conn.fetchval("SELECT 1 FROM pg_indexes WHERE indexname = $1", TRGM_INDEX))
@@ -92,7 +92,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
             "SELECT DISTINCT agent_id FROM interactions WHERE agent_id IS NOT NULL LIMIT 40")]
         customers = [r[0] for r in await conn.fetch(
             "SELECT customer_id FROM interactions WHERE customer_id IS NOT NULL "
-            "AND started_at > $1 - interval '1 day' LIMIT 200", end)]
+            "AND started_at > $1::timestamptz - interval '30 days' LIMIT 200", end)]
         rng = random.Random(1)
 
         def window(days: int = 7) -> tuple[dt.datetime, dt.datetime]:
