@@ -38,15 +38,16 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.app import create_app  # noqa: E402
-from gateway.clock import SystemClock  # noqa: E402
-from gateway.customers.service import CustomerService  # noqa: E402
-from gateway.db.migrate import migrate_dsn  # noqa: E402
-from gateway.db.pool import create_pool  # noqa: E402
-from gateway.identity import IdentityHasher  # noqa: E402
-from gateway.seed.customers import BATCH, REGIONS, _Generator, luhn_check_digit, seed_customers  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
-from stdnum.cn import ric  # noqa: E402
+from stdnum.cn import ric
+
+from gateway.app import create_app
+from gateway.clock import SystemClock
+from gateway.customers.service import CustomerService
+from gateway.db.migrate import migrate_dsn
+from gateway.db.pool import create_pool
+from gateway.identity import IdentityHasher
+from gateway.seed.customers import BATCH, REGIONS, _Generator, luhn_check_digit, seed_customers
+from gateway.settings import load_settings
 
 SEED = 42
 NOW = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)

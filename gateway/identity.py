@@ -100,8 +100,10 @@ def _normalize_national_id(value: str) -> str:
 def _cn_mobile_pattern() -> re.Pattern[str]:
     """libphonenumber's own pattern of Chinese mobile numbers (from the phonenumbers metadata)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
-    assert metadata is not None and metadata.mobile.national_number_pattern
-    return re.compile(metadata.mobile.national_number_pattern)
+    mobile = metadata.mobile if metadata is not None else None
+    if mobile is None or not mobile.national_number_pattern:
+        return re.compile(r"(?!)")  # no metadata: never take the fast path
+    return re.compile(mobile.national_number_pattern)
 
 
 _CN_MOBILE_INPUT = re.compile(r"^(?:\+86|0086|86)?(1\d{10})$")

@@ -15,9 +15,9 @@ from stdnum.cn import ric
 
 from gateway import keys
 from gateway.app import DEMO_CUSTOMERS, create_app
+from gateway.clock import SystemClock
 from gateway.customers.service import CustomerService
 from gateway.identity import IdentityHasher, mask, normalize
-from gateway.clock import SystemClock
 from gateway.seed import customers as seed_module
 from gateway.seed.customers import REGIONS, _Generator, luhn_check_digit, seed_customers
 from gateway.settings import Secret

@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import asyncpg
 import structlog
 
 from gateway.clock import Clock
 from gateway.customers import store
-from gateway.customers.model import CustomerDocument, CustomerView, Resolution, decode_document
+from gateway.customers.model import CustomerDocument, CustomerView, Outcome, Resolution, decode_document
 from gateway.customers.store import PreparedCustomer
 from gateway.db.pool import translate_errors
 from gateway.errors import NotFound, ValidationFailed
@@ -194,7 +194,8 @@ class CustomerService:
         with translate_errors():
             async with self.pool.acquire() as conn:
                 candidates = await store.find_candidates(conn, self.hasher.all_digests(kind, normalized))
-        outcome = "unidentified" if not candidates else "resolved" if len(candidates) == 1 else "ambiguous"
+        outcome: Outcome = (
+            "unidentified" if not candidates else "resolved" if len(candidates) == 1 else "ambiguous")
         return Resolution(outcome, kind, mask(kind, normalized), tuple(candidates))
 
     async def import_ndjson(self, chunks: AsyncIterable[bytes]) -> ImportReport:
@@ -317,15 +318,19 @@ class CustomerService:
         return report
 
 
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")  # closed by file_chunks
+
+
 async def file_chunks(path: str, size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """A local file as an async stream of chunks (the CLI's import and rehash)."""
+    """A local file as an async stream of chunks (the CLI's import and rehash); reads off the event loop."""
     loop = asyncio.get_running_loop()
-    with open(path, "rb") as fh:
-        while True:
-            chunk = await loop.run_in_executor(None, fh.read, size)
-            if not chunk:
-                return
+    fh = await loop.run_in_executor(None, _open_binary, path)
+    try:
+        while chunk := await loop.run_in_executor(None, fh.read, size):
             yield chunk
+    finally:
+        fh.close()
 
 
 __all__: Sequence[str] = ("CustomerService", "ImportReport", "file_chunks", "ndjson_lines", "prepare")

@@ -192,7 +192,7 @@ IMPORT_REPORT_SCHEMA: dict[str, Any] = {
         }},
     },
 }
-_SECURITY = [{"apiKey": []}, {"bearer": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 _PATH_PARAM = {"name": "customer_no", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
 
