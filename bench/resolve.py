@@ -115,6 +115,15 @@ async def _resolve_in_process(service: CustomerService, samples: dict[str, list[
             times.append((time.perf_counter() - t) * 1000)
             outcomes[res.outcome] = outcomes.get(res.outcome, 0) + 1
         print(_fmt(f"in-process resolve by {kind}", times), outcomes)
+        # The same work on a connection already held (as the ingest and the screen-pop do inside
+        # their own transaction): without the pool's acquire and reset round trip.
+        async with service.pool.acquire() as conn:
+            times = []
+            for v in values:
+                t = time.perf_counter()
+                await find_candidates(conn, service.hasher.all_digests(kind, normalize(kind, v)))
+                times.append((time.perf_counter() - t) * 1000)
+        print(_fmt(f"  same, connection held, by {kind}", times))
 
 
 async def _resolve_http(dsn: str, samples: dict[str, list[str]], tmp: Path) -> None:

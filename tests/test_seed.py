@@ -54,6 +54,17 @@ def test_generated_identifiers_are_valid_and_already_normalised():
     assert all(ric.is_valid(v) for v in ids)
 
 
+def test_resident_ids_are_unique_across_blocks():
+    ids: list[str] = []
+    for block in range(4):
+        gen = _Recording(3, HASHER, NOW, block)
+        for i in range(block * seed_module.BATCH, (block + 1) * seed_module.BATCH):
+            gen.customer(i)
+        ids += [v for k, v in gen.raw if k == "national_id"]
+    assert len(ids) > 18_000
+    assert len(set(ids)) == len(ids)
+
+
 def test_region_codes_are_valid_for_every_birth_year():
     for region in REGIONS:
         for year in range(1950, 2006):

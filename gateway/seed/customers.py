@@ -117,8 +117,11 @@ def _luhn_number(rng: random.Random, prefix: str, length: int) -> str:
     return body + luhn_check_digit(body)
 
 
-def _resident_id(rng: random.Random, birth: dt.date, male: bool) -> str:
-    seq = rng.randrange(0, 500) * 2 + (1 if male else 0)
+def _resident_id(rng: random.Random, birth: dt.date, male: bool, block: int) -> str:
+    # The 3-digit sequence (odd for men) is taken from the block number, so two blocks never make
+    # the same number (up to 500 blocks, 2.5 million customers); within a block the generator
+    # draws again on a clash. Real resident identity numbers are unique, and so are these.
+    seq = (block % 500) * 2 + (1 if male else 0)
     body = f"{rng.choice(REGIONS)}{birth:%Y%m%d}{seq:03d}"
     return body + ric.calc_check_digit(body + "0")
 
@@ -130,6 +133,8 @@ class _Generator:
         # One random stream per block of BATCH customers: blocks can be generated in any order, in
         # any process, and the data stays the same.
         self.rng = random.Random(f"{seed}:{block}")
+        self.block = block
+        self.national_ids: set[str] = set()
         self.seed = seed
         self.hasher = hasher
         self.now = now
@@ -177,9 +182,14 @@ class _Generator:
             name = surname + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2, 2))))
             self.prev_family = (surname, phone)
             male = rng.random() < 0.5
-            birth = dt.date(rng.randrange(1950, 2006), rng.randrange(1, 13), rng.randrange(1, 29))
+            while True:
+                birth = dt.date(rng.randrange(1950, 2006), rng.randrange(1, 13), rng.randrange(1, 29))
+                national_id = _resident_id(rng, birth, male, self.block)
+                if national_id not in self.national_ids:
+                    self.national_ids.add(national_id)
+                    break
             self._ident(idents, "phone", phone)
-            self._ident(idents, "national_id", _resident_id(rng, birth, male))
+            self._ident(idents, "national_id", national_id)
             segment = _weighted(rng, SEGMENTS)
             tier = TIER_OF.get(segment) or ("silver" if rng.random() < 0.4 else "standard")
             card = _luhn_number(rng, rng.choice(DEBIT_BINS), rng.choice((16, 19, 19)))
