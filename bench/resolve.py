@@ -43,9 +43,10 @@ from stdnum.cn import ric
 from gateway.app import create_app
 from gateway.clock import SystemClock
 from gateway.customers.service import CustomerService
+from gateway.customers.store import find_candidates
 from gateway.db.migrate import migrate_dsn
 from gateway.db.pool import create_pool
-from gateway.identity import IdentityHasher
+from gateway.identity import IdentityHasher, normalize
 from gateway.seed.customers import BATCH, REGIONS, _Generator, luhn_check_digit, seed_customers
 from gateway.settings import load_settings
 
