@@ -28,7 +28,7 @@ from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
-from gateway.views import ops
+from gateway.views import digital, ops
 
 log = structlog.get_logger("gateway.app")
 
@@ -105,6 +105,7 @@ def setup_templates(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
+    digital.setup_routes(app, api)
 
 
 def create_app(

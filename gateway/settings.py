@@ -85,6 +85,19 @@ def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MobileSettings:
+    """The Segment-compatible mobile banking API (``/v1/channels/mobile/v1/...``)."""
+
+    segment_events_file: Path = dataclasses.field(metadata=_doc(
+        "TOML mapping of Segment track event names to canonical types and of traits/properties to "
+        "identifiers; relative paths are under the project directory."))
+    max_call_bytes: int = dataclasses.field(metadata=_doc(
+        "Largest decompressed body of a single-message call (`track`, `identify`, ...); Segment's 32 KB."))
+    max_batch_bytes: int = dataclasses.field(metadata=_doc(
+        "Largest decompressed body of a `batch` call; Segment's 500 KB."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
 
@@ -129,6 +142,7 @@ class Settings:
                       "`webhook_secrets`, `channels`, `scopes`.")
     )
     demo: bool = dataclasses.field(metadata=_doc("Seed demo data on start when the database is empty."))
+    mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -154,6 +168,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 # these is read from a TOML table (``[ami]``) or CG_<TABLE>__<KEY> variables; its own fields carry docs
 # like Settings' and are documented in the README as ``table.key``.
 NESTED_TABLES: dict[str, type] = {}
+NESTED_TABLES["MobileSettings"] = MobileSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -348,6 +363,8 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'max_body_bytes': must be at least 1024")
     if s.shutdown_grace_seconds < 0:
         raise SettingsError("setting 'shutdown_grace_seconds': must not be negative")
+    if not 1024 <= s.mobile.max_call_bytes <= s.mobile.max_batch_bytes:
+        raise SettingsError("setting 'mobile.max_call_bytes': must be at least 1024 and at most mobile.max_batch_bytes")
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
 
