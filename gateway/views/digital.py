@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 from aiohttp import BasicAuth, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from adapters import online_banking, segment
 from gateway import keys
@@ -139,7 +140,7 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
             if total > limit:
                 raise PayloadTooLarge(f"body larger than {limit} bytes (after decompression)", limit=limit)
             chunks.append(chunk)
-    except HttpProcessingError:
+    except (HttpProcessingError, RequestPayloadError):
         raise BadRequest("the body could not be decompressed (Content-Encoding)") from None
     return b"".join(chunks)
 
