@@ -25,6 +25,9 @@ Policy (the README's "Mobile banking" section says the same):
 - ``track`` names map through ``config/segment_events.toml``; unknown names are
   ``app.action`` with the name as subject. ``screen``/``page`` are
   ``screen.viewed``; ``group`` is ``app.action``.
+- Interaction (the app session in the contact log): ``context.sessionId`` of
+  the device when the SDK sends one, else the device's (or user's) calendar
+  day in ``session_day_offset``. Device and user ids appear there only hashed.
 - Time: ``timestamp`` when given; otherwise ``originalTimestamp`` corrected
   for the device's clock skew as Segment does
   (``received_at - (sentAt - originalTimestamp)``); otherwise the gateway's
@@ -72,6 +75,7 @@ class SegmentMapping:
     traits: Mapping[str, tuple[str, ...]]          # identifier kind -> trait names
     properties: Mapping[str, tuple[str, ...]]      # identifier kind -> property names
     reason_properties: tuple[str, ...]
+    session_day_offset: dt.timezone = dt.timezone(dt.timedelta(hours=8))
 
     def type_for(self, event_name: str) -> str:
         return self.track.get(normalise_event_name(event_name), "app.action")
@@ -84,7 +88,7 @@ def normalise_event_name(name: str) -> str:
 
 def mapping_from_dict(raw: Mapping[str, Any], origin: str = "segment mapping") -> SegmentMapping:
     """Validate the mapping table; raise SettingsError naming the bad entry."""
-    known = {"user_id_kind", "track", "traits", "properties", "reason"}
+    known = {"user_id_kind", "session_day_offset", "track", "traits", "properties", "reason"}
     unknown = set(raw) - known
     if unknown:
         raise SettingsError(f"{origin}: unknown key {sorted(unknown)[0]!r}")
@@ -110,7 +114,13 @@ def mapping_from_dict(raw: Mapping[str, Any], origin: str = "segment mapping") -
     reason = dict(raw.get("reason", {})).get("properties", [])
     if not isinstance(reason, list) or not all(isinstance(n, str) for n in reason):
         raise SettingsError(f"{origin}: reason.properties must be a list of names")
+    offset_text = raw.get("session_day_offset", "+08:00")
+    m = re.fullmatch(r"([+-])(\d{2}):(\d{2})", offset_text) if isinstance(offset_text, str) else None
+    if m is None or int(m[2]) > 23 or int(m[3]) > 59:
+        raise SettingsError(f"{origin}: session_day_offset must look like +08:00 (got {offset_text!r})")
+    offset = (1 if m[1] == "+" else -1) * dt.timedelta(hours=int(m[2]), minutes=int(m[3]))
     return SegmentMapping(
+        session_day_offset=dt.timezone(offset),
         user_id_kind=kind,
         track=track,
         traits=lists("traits", _STRONG_KINDS),
@@ -360,9 +370,7 @@ def parse_message(
     if len(_encoder.encode(attributes)) > MAX_ATTRIBUTES_BYTES:
         raise ValidationFailed.field(prefix + "properties",
                                      f"properties and context larger than {MAX_ATTRIBUTES_BYTES // 1024} KB")
-    session = ctx.get("sessionId", ctx.get("session_id"))
-    if session not in (None, ""):
-        event["interaction_id"] = _id_text(session, prefix + "context.sessionId", MAX_ID)
+    event["interaction_id"] = _interaction(ctx, anonymous_id or previous_id, user_id, occurred_at, mapping, prefix)
 
     event.update({
         "source": source,
@@ -394,6 +402,27 @@ def _occurred_at(
             return received_at - (sent.value - ot.value), raw
         return ot.value, raw
     return received_at, None
+
+
+def _interaction(ctx: dict[str, Any], device: str | None, user_id: str | None, occurred_at: dt.datetime,
+                 mapping: SegmentMapping, prefix: str) -> str:
+    """The app session an event belongs to (one interaction in the contact log).
+
+    With ``context.sessionId`` (RudderStack's mobile SDKs, or the app's own) that session, scoped to the
+    device; without one, the device's (else the user's) calendar day in ``session_day_offset``. The
+    device or user id appears only as a SHA-256 prefix: interaction keys are shown and stored in clear,
+    identifiers are not.
+    """
+    who = f"d{_short_hash(device)}" if device else f"u{_short_hash(user_id or '')}"
+    session = ctx.get("sessionId", ctx.get("session_id"))
+    if session not in (None, ""):
+        return f"app-session:{who}:{_id_text(session, prefix + 'context.sessionId', 100)}"
+    day = occurred_at.astimezone(mapping.session_day_offset).date().isoformat()
+    return f"app-day:{who}:{day}"
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:20]
 
 
 def _message_id(msg: dict[str, Any], prefix: str) -> str:

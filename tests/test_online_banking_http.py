@@ -6,15 +6,15 @@ import datetime as dt
 import json
 from typing import Any
 
+import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from gateway import keys
 from gateway.app import create_app
 from gateway.clock import FrozenClock
 from tests.conftest import FIXTURES, make_settings
 from tests.helpers import assert_problem
-from tests.test_segment_http import RecordingSink
+from tests.test_segment_http import FlakySink, stored
 
 PATH = "/v1/channels/online-banking/webhook"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"          # config/default.toml's dev secret
@@ -34,24 +34,20 @@ def signed(msg_id: str, body: bytes, *, at: dt.datetime = NOW, secret: str = SEC
 
 
 @pytest.fixture
-def sink() -> RecordingSink:
-    return RecordingSink()
+def sink() -> FlakySink:
+    return FlakySink()
 
 
 @pytest.fixture
-async def ob_client(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Any,
-                    sink: RecordingSink) -> Any:
+async def ob_client(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Any, sink: FlakySink) -> Any:
     settings = make_settings(database_url, redis_url, tmp_path, sources={
         "online-banking": {"auth": "webhook", "webhook_secrets": [SECRET, NEW_SECRET]},
+        "desktop": {"auth": "api_key", "api_keys": ["dev-desktop-key"], "scopes": ["read"]},
     })
-
-    def install(app: Any) -> None:
-        app[keys.INGEST] = sink
-
-    return await aiohttp_client(create_app(settings, clock=FrozenClock(NOW), extra_setup=[install]))
+    return await aiohttp_client(create_app(settings, clock=FrozenClock(NOW), extra_setup=[sink.install]))
 
 
-async def test_signed_webhook_is_ingested_once_and_a_replay_is_a_duplicate(ob_client: Any, sink: RecordingSink):
+async def test_signed_webhook_is_ingested_once_and_a_replay_is_a_duplicate(ob_client: Any, db: asyncpg.Pool):
     headers = signed("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", BODY)
     first = await ob_client.post(PATH, data=BODY, headers=headers)
     assert first.status == 200, await first.text()
@@ -61,12 +57,14 @@ async def test_signed_webhook_is_ingested_once_and_a_replay_is_a_duplicate(ob_cl
     assert again.status == 200
     two = await again.json()
     assert two["status"] == "duplicate" and two["event_id"] == one["event_id"]
-    assert len(sink.stored) == 1
-    event = next(iter(sink.stored.values()))
-    assert event.type == "transfer.failed" and event.source == "online-banking"
+    rows = await stored(db, "online-banking")
+    assert [(r["source_event_id"], r["type"], r["reason"]) for r in rows] == [
+        ("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "transfer.failed", "DAILY_LIMIT_EXCEEDED")]
+    # identifiers are stored masked only
+    assert "6217001234567890122" not in str(rows[0]["identifiers"])
 
 
-async def test_rotated_secret_and_several_signatures(ob_client: Any, sink: RecordingSink):
+async def test_rotated_secret_and_several_signatures(ob_client: Any, db: asyncpg.Pool):
     headers = signed("msg_rot", BODY, secret=NEW_SECRET)
     headers["webhook-signature"] = "v1,bm90LXRoZS1zaWduYXR1cmU= " + headers["webhook-signature"] + " v1a,ed25519sig"
     resp = await ob_client.post(PATH, data=BODY, headers=headers)
@@ -84,13 +82,13 @@ async def test_rotated_secret_and_several_signatures(ob_client: Any, sink: Recor
     ({"webhook-timestamp": str(int((NOW + dt.timedelta(minutes=6)).timestamp()))}, "webhook-timestamp"),
     ({"webhook-id": ""}, "webhook-id"),
 ])
-async def test_bad_signatures_are_401_problems_never_500(ob_client: Any, sink: RecordingSink, change: dict[str, str],
+async def test_bad_signatures_are_401_problems_never_500(ob_client: Any, db: asyncpg.Pool, change: dict[str, str],
                                                         field: str):
     headers = signed("msg_bad", BODY)
     headers.update(change)
     resp = await ob_client.post(PATH, data=BODY, headers=headers)
     await assert_problem(resp, 401, "unauthorized", field=field)
-    assert sink.stored == {}
+    assert await stored(db, "online-banking") == []
 
 
 async def test_malformed_header_bytes_are_401(ob_client: Any):
@@ -127,22 +125,53 @@ async def test_reference_verifier_agrees_with_ours():
 
 
 @pytest.mark.parametrize("name", json.loads((FIXTURES / "online_banking" / "expected_bad_fields.json").read_text()))
-async def test_invalid_events_are_422_naming_the_field(ob_client: Any, sink: RecordingSink, name: str):
+async def test_invalid_events_are_422_naming_the_field(ob_client: Any, db: asyncpg.Pool, name: str):
     body = (FIXTURES / "online_banking" / name).read_bytes()
     field = json.loads((FIXTURES / "online_banking" / "expected_bad_fields.json").read_text())[name]
     resp = await ob_client.post(PATH, data=body, headers=signed(f"msg_{name}", body))
-    await assert_problem(resp, 422, "validation-failed", field=field)
-    assert sink.stored == {}
+    if name == "bad_not_json.json":
+        await assert_problem(resp, 400, "invalid-request", field=field)
+    else:
+        await assert_problem(resp, 422, "validation-failed", field=field)
+    assert await stored(db, "online-banking") == []
 
 
-async def test_store_unavailable_is_503_and_the_retry_stores_once(ob_client: Any, sink: RecordingSink):
+async def test_store_unavailable_is_503_and_the_retry_stores_once(ob_client: Any, sink: FlakySink, db: asyncpg.Pool):
     sink.fail_next = 1
     headers = signed("msg_503", BODY)
     resp = await ob_client.post(PATH, data=BODY, headers=headers)
     await assert_problem(resp, 503, "store-unavailable")
     resp = await ob_client.post(PATH, data=BODY, headers=headers)
     assert resp.status == 200 and (await resp.json())["status"] == "accepted"
-    assert len(sink.stored) == 1
+    assert len(await stored(db, "online-banking")) == 1
+
+
+async def test_reply_lost_after_commit_then_redelivery_is_a_duplicate(ob_client: Any, sink: FlakySink,
+                                                                       db: asyncpg.Pool):
+    sink.commit_then_fail = 1
+    headers = signed("msg_lost", BODY)
+    await assert_problem(await ob_client.post(PATH, data=BODY, headers=headers), 503, "store-unavailable")
+    resp = await ob_client.post(PATH, data=BODY, headers=headers)
+    assert resp.status == 200 and (await resp.json())["status"] == "duplicate"
+    assert len(await stored(db, "online-banking")) == 1
+
+
+async def test_failures_join_the_customer_history(ob_client: Any, db: asyncpg.Pool, settings: Any):
+    """Online-banking events with the login id are the customer's: the agent sees the failed transfer."""
+    from tests.factories import insert_customer
+
+    await insert_customer(db, settings, "C0012345", identifiers=[("online_user_id", "zhangsan_88")])
+    for name in ("login_failed", "transfer_failed", "complaint_submitted"):
+        body = (FIXTURES / "online_banking" / f"{name}.json").read_bytes()
+        resp = await ob_client.post(PATH, data=body, headers=signed(f"msg_{name}", body))
+        assert resp.status == 200, await resp.text()
+    resp = await ob_client.get("/v1/customers/C0012345/interactions", headers={"X-API-Key": "dev-desktop-key"})
+    assert resp.status == 200, await resp.text()
+    items = (await resp.json())["items"]
+    assert {(i["channel"], i["last_type"]) for i in items} >= {
+        ("online_banking", "transfer.failed"), ("online_banking", "complaint.opened")}
+    failed = next(i for i in items if i["last_type"] == "transfer.failed")
+    assert failed["reason"] == "DAILY_LIMIT_EXCEEDED" and failed["customer_no"] == "C0012345"
 
 
 async def test_webhook_route_is_in_openapi(ob_client: Any):

@@ -9,14 +9,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import pytest
+from aiohttp import web
 
 from gateway import keys
 from gateway.app import create_app
-from gateway.clock import FrozenClock, new_id
+from gateway.clock import FrozenClock
 from gateway.errors import StoreUnavailable
 from gateway.events.model import ContactEvent
-from gateway.events.sink import IngestResult
+from gateway.events.sink import EventSink, IngestResult
 from tests.conftest import FIXTURES, make_settings
 
 BASE = "/v1/channels/mobile/v1"
@@ -25,38 +27,47 @@ NOW = dt.datetime(2026, 11, 28, 1, 32, 20, tzinfo=dt.UTC)
 SESSION = json.loads((FIXTURES / "segment" / "mobile_session_batch.json").read_text())
 
 
-class RecordingSink:
-    """A test double of *our* EventSink interface (not of PostgreSQL): dedupes like the real one.
+class FlakySink:
+    """Wraps the app's real ingest (a test double of *our* EventSink interface, never of PostgreSQL).
 
-    ``fail_next`` makes the next submits raise StoreUnavailable before storing;
-    ``commit_then_fail`` stores and then raises (a reply lost after commit).
+    ``fail_next``: the next submits raise StoreUnavailable before anything is stored.
+    ``commit_then_fail``: the next submits are committed by the real ingest, then raise StoreUnavailable
+    — a reply lost after commit, which makes clients retry what is already stored.
     """
 
     def __init__(self) -> None:
-        self.stored: dict[tuple[str, str], ContactEvent] = {}
-        self.ids: dict[tuple[str, str], str] = {}
+        self.inner: EventSink | None = None
         self.calls = 0
         self.fail_next = 0
         self.commit_then_fail = 0
 
     async def submit(self, events: Sequence[ContactEvent]) -> list[IngestResult]:
+        assert self.inner is not None
         self.calls += 1
         if self.fail_next:
             self.fail_next -= 1
             raise StoreUnavailable("PostgreSQL is unavailable")
-        out = []
-        for e in events:
-            key = (e.source, e.source_event_id)
-            if key in self.stored:
-                out.append(IngestResult("duplicate", e.source_event_id, self.ids[key]))
-            else:
-                self.stored[key] = e
-                self.ids[key] = str(new_id())
-                out.append(IngestResult("accepted", e.source_event_id, self.ids[key]))
+        results = await self.inner.submit(events)
         if self.commit_then_fail:
             self.commit_then_fail -= 1
             raise StoreUnavailable("connection lost after commit")
-        return out
+        return results
+
+    def install(self, app: web.Application) -> None:
+        """``extra_setup`` step: wrap the real ingest once it has started."""
+
+        async def wrap(app: web.Application) -> None:
+            self.inner = app[keys.INGEST]
+            app[keys.INGEST] = self
+
+        app.on_startup.append(wrap)
+
+
+async def stored(db: asyncpg.Pool, source: str = "mobile-banking") -> list[asyncpg.Record]:
+    """The events of a source as PostgreSQL holds them (the source of truth)."""
+    async with db.acquire() as conn:
+        return await conn.fetch("SELECT source_event_id, type, customer_id, identifiers, attributes, reason "
+                                "FROM events WHERE source = $1 ORDER BY occurred_at, source_event_id", source)
 
 
 def basic(key: str = KEY) -> dict[str, str]:
@@ -77,38 +88,36 @@ async def assert_segment_error(resp: Any, status: int, code: str, field: str | N
 
 
 @pytest.fixture
-def sink() -> RecordingSink:
-    return RecordingSink()
+def sink() -> FlakySink:
+    return FlakySink()
 
 
 @pytest.fixture
-async def seg_client(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Any,
-                     sink: RecordingSink) -> Any:
+async def seg_client(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Any, sink: FlakySink) -> Any:
     settings = make_settings(database_url, redis_url, tmp_path)
-
-    def install(app: Any) -> None:
-        app[keys.INGEST] = sink
-
-    return await aiohttp_client(create_app(settings, clock=FrozenClock(NOW), extra_setup=[install]))
+    return await aiohttp_client(create_app(settings, clock=FrozenClock(NOW), extra_setup=[sink.install]))
 
 
-async def test_batch_with_basic_auth_answers_success_true(seg_client: Any, sink: RecordingSink):
+async def test_batch_with_basic_auth_answers_success_true(seg_client: Any, db: asyncpg.Pool):
     resp = await seg_client.post(f"{BASE}/batch", json={**SESSION, "writeKey": None}, headers=basic())
     assert resp.status == 200, await resp.text()
     assert resp.headers["Content-Type"].startswith("application/json")
     assert await resp.json() == {"success": True}
-    assert len(sink.stored) == len(SESSION["batch"])
+    rows = await stored(db)
+    assert len(rows) == len(SESSION["batch"])
     again = await seg_client.post(f"{BASE}/batch", json={**SESSION, "writeKey": None}, headers=basic())
-    assert again.status == 200 and len(sink.stored) == len(SESSION["batch"])
+    assert again.status == 200 and await again.json() == {"success": True}
+    assert len(await stored(db)) == len(SESSION["batch"])  # the retry answered success, stored nothing twice
 
 
-async def test_write_key_in_body_only(seg_client: Any, sink: RecordingSink):
+async def test_write_key_in_body_only(seg_client: Any, db: asyncpg.Pool):
     resp = await seg_client.post(f"{BASE}/batch", json=SESSION)
     assert resp.status == 200, await resp.text()
+    assert {r["source_event_id"] for r in await stored(db)} == {m["messageId"] for m in SESSION["batch"]}
 
 
 @pytest.mark.parametrize("call", ["track", "identify", "screen", "page", "alias"])
-async def test_single_calls(seg_client: Any, sink: RecordingSink, call: str):
+async def test_single_calls(seg_client: Any, db: asyncpg.Pool, call: str):
     msg = {"track": {"event": "Login Failed", "anonymousId": "a1"},
            "identify": {"userId": "u1", "anonymousId": "a1"},
            "screen": {"name": "Home", "anonymousId": "a1"},
@@ -117,10 +126,10 @@ async def test_single_calls(seg_client: Any, sink: RecordingSink, call: str):
     resp = await seg_client.post(f"{BASE}/{call}", json={**msg, "messageId": f"{call}-1", "writeKey": KEY})
     assert resp.status == 200, await resp.text()
     assert await resp.json() == {"success": True}
-    assert ("mobile-banking", f"{call}-1") in sink.stored
+    assert [r["source_event_id"] for r in await stored(db)] == [f"{call}-1"]
 
 
-async def test_gzip_body_is_limited_after_decompression(seg_client: Any, sink: RecordingSink):
+async def test_gzip_body_is_limited_after_decompression(seg_client: Any, db: asyncpg.Pool):
     ok = gzip.compress(json.dumps(SESSION).encode())
     resp = await seg_client.post(f"{BASE}/batch", data=ok,
                                  headers={**basic(), "Content-Encoding": "gzip", "Content-Type": "application/json"})
@@ -133,7 +142,7 @@ async def test_gzip_body_is_limited_after_decompression(seg_client: Any, sink: R
     resp = await seg_client.post(f"{BASE}/batch", data=bomb,
                                  headers={**basic(), "Content-Encoding": "gzip", "Content-Type": "application/json"})
     await assert_segment_error(resp, 413, "payload_too_large")
-    assert not any(k[1].startswith("f") for k in sink.stored)
+    assert len(await stored(db)) == len(SESSION["batch"])  # only the first batch
 
 
 async def test_broken_gzip_is_400(seg_client: Any):
@@ -156,7 +165,7 @@ async def test_single_call_over_32_kb_is_413(seg_client: Any):
     ({"Authorization": "Basic !!!not-base64"}, None),
     (basic("dev-cti-key"), None),                  # a real key, but of another source
 ])
-async def test_bad_write_keys_are_401(seg_client: Any, sink: RecordingSink, headers: dict[str, str],
+async def test_bad_write_keys_are_401(seg_client: Any, db: asyncpg.Pool, headers: dict[str, str],
                                       body_key: str | None):
     body = {**SESSION}
     body.pop("writeKey")
@@ -164,7 +173,7 @@ async def test_bad_write_keys_are_401(seg_client: Any, sink: RecordingSink, head
         body["writeKey"] = body_key
     resp = await seg_client.post(f"{BASE}/batch", json=body, headers=headers)
     await assert_segment_error(resp, 401, "invalid_write_key")
-    assert sink.stored == {}
+    assert await stored(db) == []
 
 
 @pytest.mark.parametrize("data", [b"{not json", b"[1,2]", b'{"batch": 5}'])
@@ -173,12 +182,12 @@ async def test_bad_json_is_400(seg_client: Any, data: bytes):
     await assert_segment_error(resp, 400, "invalid_request")
 
 
-async def test_bad_messages_do_not_sink_the_batch(seg_client: Any, sink: RecordingSink):
+async def test_bad_messages_do_not_sink_the_batch(seg_client: Any, db: asyncpg.Pool):
     bad = json.loads((FIXTURES / "segment" / "bad_messages_batch.json").read_text())
     resp = await seg_client.post(f"{BASE}/batch", json=bad, headers=basic())
     body = await assert_segment_error(resp, 400, "invalid_request", field="batch[3].timestamp")
     assert body["stored"] == 1 and len(body["errors"]) == 7
-    assert list(sink.stored) == [("mobile-banking", "b-8")]
+    assert [r["source_event_id"] for r in await stored(db)] == ["b-8"]
 
 
 async def test_invalid_single_call_is_400_naming_the_field(seg_client: Any):
@@ -186,11 +195,27 @@ async def test_invalid_single_call_is_400_naming_the_field(seg_client: Any):
     await assert_segment_error(resp, 400, "invalid_request", field="event")
 
 
-async def test_store_unavailable_is_503_with_code(seg_client: Any, sink: RecordingSink):
+async def test_store_unavailable_is_503_with_code(seg_client: Any, db: asyncpg.Pool, sink: FlakySink):
     sink.fail_next = 1
     resp = await seg_client.post(f"{BASE}/batch", json=SESSION)
     await assert_segment_error(resp, 503, "store_unavailable")
-    assert sink.stored == {}
+    assert await stored(db) == []
+    resp = await seg_client.post(f"{BASE}/batch", json=SESSION)
+    assert resp.status == 200
+    assert len(await stored(db)) == len(SESSION["batch"])
+
+
+async def test_ingest_rejection_of_one_message_is_reported(seg_client: Any, db: asyncpg.Pool):
+    """A message the parser accepts but ingest refuses (an invalid card number) is named in the 400."""
+    batch = {"batch": [
+        {"type": "track", "event": "Card Frozen", "userId": "u1", "messageId": "c-1",
+         "properties": {"card_no": "1234"}},
+        {"type": "track", "event": "Card Frozen", "userId": "u1", "messageId": "c-2"},
+    ], "writeKey": KEY}
+    resp = await seg_client.post(f"{BASE}/batch", json=batch)
+    body = await assert_segment_error(resp, 400, "invalid_request")
+    assert body["stored"] == 1 and body["errors"][0]["field"].startswith("batch[0].identifiers")
+    assert [r["source_event_id"] for r in await stored(db)] == ["c-2"]
 
 
 async def test_every_segment_route_is_in_openapi(seg_client: Any):

@@ -70,7 +70,7 @@ def test_session_batch_semantics() -> None:
     # track name matched case- and separator-insensitively; reason from errorCode; account moved to identifiers
     tf = by_id["m-004"]
     assert tf.type == "transfer.failed" and tf.reason == "DAILY_LIMIT_EXCEEDED"
-    assert ("account_no", "6217001234567890123") in ids(tf)
+    assert ("account_no", "6217001234567890122") in ids(tf)
     assert "fromAccount" not in tf.attributes["properties"]
     # clock-skew correction: sent 5 s after it happened, by the device's clock
     assert tf.occurred_at == RECEIVED - dt.timedelta(seconds=5)
@@ -78,12 +78,28 @@ def test_session_batch_semantics() -> None:
     assert by_id["m-006"].subject == "Support / Help Centre"
     assert by_id["m-007"].type == "identity.linked"
     assert ids(by_id["m-007"]) == {("online_user_id", "zhangsan_88"), ("device_id", "web-anon-77")}
-    assert ("card_no", "6217001234567890123") in ids(by_id["m-008"])
+    assert ("card_no", "6217001234567890122") in ids(by_id["m-008"])
     # context allowlist: no IP, advertising id or push token
     text = msgspec.json.encode(events).decode()
     for secret in ("203.0.113.9", "ad-should-not-be-kept", "push-token-x"):
         assert secret not in text
-    assert by_id["m-001"].interaction_id == "1764293400"
+    # one app session: the SDK's sessionId, scoped to the (hashed) device; no raw device id in the key
+    assert by_id["m-001"].interaction_id == by_id["m-003"].interaction_id
+    assert by_id["m-001"].interaction_id.startswith("app-session:d") and "1764293400" in by_id["m-001"].interaction_id
+    assert anon not in by_id["m-001"].interaction_id
+    # without a sessionId: the device's day in +08:00 (01:33Z is 09:33 in Beijing)
+    assert by_id["m-005"].interaction_id.endswith(":2026-11-28") and by_id["m-005"].interaction_id.startswith("app-day:u")
+
+
+def test_day_sessions_follow_the_configured_offset() -> None:
+    late = {"type": "screen", "name": "Home", "anonymousId": "a", "timestamp": "2026-11-28T17:30:00Z"}
+    ev = segment.parse_call("screen", late, source="mobile-banking", received_at=RECEIVED, mapping=MAPPING)
+    assert ev.interaction_id.endswith(":2026-11-29")      # 01:30 next day in +08:00
+    utc = segment.mapping_from_dict({"session_day_offset": "+00:00"})
+    ev = segment.parse_call("screen", late, source="mobile-banking", received_at=RECEIVED, mapping=utc)
+    assert ev.interaction_id.endswith(":2026-11-28")
+    with pytest.raises(SettingsError, match="session_day_offset"):
+        segment.mapping_from_dict({"session_day_offset": "Asia/Shanghai"})
 
 
 def test_bad_messages_are_rejected_one_by_one() -> None:

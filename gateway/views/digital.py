@@ -111,7 +111,9 @@ def segment_error(request: web.Request, exc: GatewayError, **extra: Any) -> web.
 
     Validation problems answer 400 like Segment (not our usual 422): the SDKs treat 400 as final.
     """
-    status = 400 if exc.slug == "validation-failed" else exc.status
+    if exc.slug == "validation-failed":  # Segment's 400, typed as such
+        exc = BadRequest(exc.detail, **exc.extensions)
+    status = exc.status
     body = exc.to_problem(instance=request.path)
     body.update(extra)
     body["status"] = status
