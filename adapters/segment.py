@@ -172,6 +172,15 @@ def parse_timestamp(text: Any, field: str) -> ParsedTime:
     """
     if not isinstance(text, str):
         raise ValidationFailed.field(field, "expected an ISO 8601 date-time string")
+    # Fast path for what SDKs send: strict RFC 3339 (``YYYY-MM-DDThh:mm...`` with an offset).
+    if len(text) >= 20 and text[4] == "-" and text[7] == "-" and text[10] in "Tt " and text[13] == ":":
+        try:
+            strict = dt.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if strict.tzinfo is not None:
+                return ParsedTime(strict, normalised=False)
     m = _TS.match(text.strip())
     if m is None:
         raise ValidationFailed.field(field, "not an ISO 8601 date-time with a UTC offset")
