@@ -91,7 +91,7 @@ def mapping_from_dict(raw: Mapping[str, Any], origin: str = "segment mapping") -
     known = {"user_id_kind", "session_day_offset", "track", "traits", "properties", "reason"}
     unknown = set(raw) - known
     if unknown:
-        raise SettingsError(f"{origin}: unknown key {sorted(unknown)[0]!r}")
+        raise SettingsError(f"{origin}: unknown key {min(unknown)!r}")
     kind = raw.get("user_id_kind", "online_user_id")
     if kind not in _STRONG_KINDS:
         raise SettingsError(f"{origin}: user_id_kind must be one of {list(_STRONG_KINDS)} (got {kind!r})")
@@ -200,9 +200,9 @@ def parse_timestamp(text: Any, field: str) -> ParsedTime:
                             int(m["s"] or 0), int(fraction), tzinfo=tz)
     except ValueError:
         raise ValidationFailed.field(field, "not a valid date and time") from None
-    strict = (len(m["mo"]) == 2 and len(m["d"]) == 2 and len(m["h"]) == 2 and len(m["mi"]) == 2
+    padded = (len(m["mo"]) == 2 and len(m["d"]) == 2 and len(m["h"]) == 2 and len(m["mi"]) == 2
               and (m["s"] is None or len(m["s"]) == 2))
-    return ParsedTime(value, normalised=not strict)
+    return ParsedTime(value, normalised=not padded)
 
 
 # --- messages ---------------------------------------------------------------------------------------------
@@ -253,7 +253,8 @@ def parse_batch(
         raise ValidationFailed.field("batch", "required: an array of messages")
     if len(batch) > MAX_BATCH_MESSAGES:
         raise ValidationFailed.field("batch", f"more than {MAX_BATCH_MESSAGES} messages")
-    context = obj.get("context") if isinstance(obj.get("context"), dict) else {}
+    raw_context = obj.get("context")
+    context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
     events: list[ContactEvent] = []
     indexes: list[int] = []
     rejections: list[Rejection] = []
@@ -335,14 +336,14 @@ def parse_message(
     attributes: dict[str, Any] = {"segment_type": call}
     event: dict[str, Any] = {}
     if call == "track":
-        name = msg.get("event")
-        if not isinstance(name, str) or not name.strip():
+        event_name = msg.get("event")
+        if not isinstance(event_name, str) or not event_name.strip():
             raise ValidationFailed.field(prefix + "event", "required for track")
-        if len(name) > 500:
+        if len(event_name) > 500:
             raise ValidationFailed.field(prefix + "event", "longer than 500 characters")
-        ctype = mapping.type_for(name)
-        attributes["event"] = name
-        event["subject"] = name
+        ctype = mapping.type_for(event_name)
+        attributes["event"] = event_name
+        event["subject"] = event_name
         for rp in mapping.reason_properties:
             value = properties.get(rp)
             if isinstance(value, str | int) and not isinstance(value, bool) and 0 < len(str(value)) <= 100:
@@ -350,15 +351,15 @@ def parse_message(
                 break
     elif call in ("screen", "page"):
         ctype = "screen.viewed"
-        name = msg.get("name") or properties.get("name")
+        page_name = msg.get("name") or properties.get("name")
         category = msg.get("category")
-        for key, value in (("name", name), ("category", category)):
+        for key, value in (("name", page_name), ("category", category)):
             if value not in (None, ""):
                 if not isinstance(value, str) or len(value) > 500:
                     raise ValidationFailed.field(prefix + key, "expected a string of at most 500 characters")
                 attributes[key] = value
-        if name:
-            event["subject"] = f"{category} / {name}" if category else name
+        if page_name:
+            event["subject"] = f"{category} / {page_name}" if category else page_name
     elif call in ("identify", "alias"):
         ctype = "identity.linked" if strong else "profile.changed"
     else:  # group

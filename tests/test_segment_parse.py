@@ -56,7 +56,9 @@ def test_docs_sample_malformed_timestamps_are_normalised_and_kept_raw() -> None:
 def test_session_batch_semantics() -> None:
     events = parse(json.loads((DIR / "mobile_session_batch.json").read_text())).events
     by_id = {e.source_event_id: e for e in events}
-    ids = lambda e: {(i.kind, i.value) for i in e.identifiers}  # noqa: E731
+    def ids(e: ContactEvent) -> set[tuple[str, str]]:
+        return {(i.kind, i.value) for i in e.identifiers}
+
     anon = "a1b2c3d4-0000-4000-8000-00000000aa01"
     # anonymous screen and failed login carry the device ids only
     assert by_id["m-001"].type == "screen.viewed" and by_id["m-001"].subject == "Login"
