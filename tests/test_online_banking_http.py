@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from typing import Any
 
@@ -39,12 +40,18 @@ def sink() -> FlakySink:
 
 
 @pytest.fixture
-async def ob_client(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Any, sink: FlakySink) -> Any:
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+async def ob_client(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Any, sink: FlakySink,
+                    clock: FrozenClock) -> Any:
     settings = make_settings(database_url, redis_url, tmp_path, sources={
         "online-banking": {"auth": "webhook", "webhook_secrets": [SECRET, NEW_SECRET]},
         "desktop": {"auth": "api_key", "api_keys": ["dev-desktop-key"], "scopes": ["read"]},
     })
-    return await aiohttp_client(create_app(settings, clock=FrozenClock(NOW), extra_setup=[sink.install]))
+    return await aiohttp_client(create_app(settings, clock=clock, extra_setup=[sink.install]))
 
 
 async def test_signed_webhook_is_ingested_once_and_a_replay_is_a_duplicate(ob_client: Any, db: asyncpg.Pool):
@@ -62,6 +69,22 @@ async def test_signed_webhook_is_ingested_once_and_a_replay_is_a_duplicate(ob_cl
         ("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "transfer.failed", "DAILY_LIMIT_EXCEEDED")]
     # identifiers are stored masked only
     assert "6217001234567890122" not in str(rows[0]["identifiers"])
+
+
+async def test_a_replay_after_the_window_is_refused(ob_client: Any, db: asyncpg.Pool, clock: FrozenClock):
+    """A captured webhook replayed later than 5 minutes fails on its timestamp: 401, nothing stored twice."""
+    headers = signed("msg_replayed", BODY)
+    assert (await ob_client.post(PATH, data=BODY, headers=headers)).status == 200
+    clock.advance(6 * 60)
+    resp = await ob_client.post(PATH, data=BODY, headers=headers)
+    await assert_problem(resp, 401, "unauthorized", field="webhook-timestamp")
+    assert len(await stored(db, "online-banking")) == 1
+
+
+async def test_oversized_body_is_413(ob_client: Any):
+    body = b'{"type":"login.failed","timestamp":"2026-11-28T10:00:00Z","data":{"pad":"' + b"x" * 5_000_000 + b'"}}'
+    resp = await ob_client.post(PATH, data=io.BytesIO(body), headers=signed("msg_big", body))
+    await assert_problem(resp, 413, "payload-too-large")
 
 
 async def test_rotated_secret_and_several_signatures(ob_client: Any, db: asyncpg.Pool):
