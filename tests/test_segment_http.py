@@ -223,3 +223,32 @@ async def test_every_segment_route_is_in_openapi(seg_client: Any):
     for call in ("batch", "track", "identify", "screen", "page", "alias"):
         op = doc["paths"][f"{BASE}/{call}"]["post"]
         assert op["responses"]["200"] and op["requestBody"]
+
+
+async def test_alias_and_trait_customer_number_link_the_device(seg_client: Any, db: asyncpg.Pool, settings: Any):
+    """``alias`` (previousId = the web visitor's anonymous id) and an ``identify`` whose userId the bank does
+    not know but whose traits carry the customer number both attach earlier anonymous interactions."""
+    from tests.factories import READ_KEY, insert_customer
+
+    await insert_customer(db, settings, "C0077001")
+    await insert_customer(db, settings, "C0077002", identifiers=[("online_user_id", "lisi_02")])
+    early = {"batch": [
+        {"type": "page", "name": "Loans", "anonymousId": "web-anon-1", "messageId": "p-1",
+         "timestamp": "2026-11-27T02:00:00Z"},
+        {"type": "track", "event": "Login Failed", "anonymousId": "app-anon-2", "messageId": "p-2",
+         "timestamp": "2026-11-27T02:00:00Z"},
+    ], "writeKey": KEY}
+    assert (await seg_client.post(f"{BASE}/batch", json=early)).status == 200
+    later = {"batch": [
+        {"type": "identify", "userId": "app-user-unknown", "anonymousId": "app-anon-2", "messageId": "p-3",
+         "traits": {"customerNo": "C0077001"}, "timestamp": "2026-11-28T01:00:00Z"},
+        {"type": "alias", "previousId": "web-anon-1", "userId": "lisi_02", "messageId": "p-4",
+         "timestamp": "2026-11-28T01:00:00Z"},
+    ], "writeKey": KEY}
+    resp = await seg_client.post(f"{BASE}/batch", json=later)
+    assert resp.status == 200, await resp.text()
+    for customer_no, first_type in (("C0077001", "login.failed"), ("C0077002", "screen.viewed")):
+        resp = await seg_client.get(f"/v1/customers/{customer_no}/interactions", headers=READ_KEY)
+        items = sorted((await resp.json())["items"], key=lambda i: i["started_at"])
+        assert [i["last_type"] for i in items] == [first_type, "identity.linked"], items
+        assert items[0]["linked_by"] == "auto:device_id"
