@@ -34,8 +34,8 @@ from gateway.middleware import access_middleware, problem_middleware, request_id
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.views import customers as customer_views
+from gateway.views import digital, ops
 from gateway.views import events as events_views
-from gateway.views import ops
 
 log = structlog.get_logger("gateway.app")
 
@@ -181,6 +181,7 @@ def setup_routes(app: web.Application) -> None:
     ops.setup_routes(app, api)
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
+    digital.setup_routes(app, api)
 
 
 def create_app(
