@@ -151,7 +151,7 @@ def setup_ingest(app: web.Application) -> None:
         maintenance = asyncio.create_task(partitions.maintain(), name="partition-maintenance")
         publisher = Publisher(app[keys.REDIS], app[keys.METRICS])
         publisher.start()
-        ingestor = Ingestor(pool, IdentityHasher(settings.identity_hmac_keys), clock, app[keys.METRICS], publisher,
+        ingestor = Ingestor(pool, app[keys.IDENTITY], clock, app[keys.METRICS], publisher,
                             partitions, workers=settings.ingest_workers, max_batch=settings.ingest_max_batch,
                             window_ms=settings.ingest_commit_window_ms)
         ingestor.start()
