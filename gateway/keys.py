@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.segment import SegmentMapping
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
@@ -47,3 +48,5 @@ if TYPE_CHECKING:
     from gateway.console.service import ConsoleService
 
 CONSOLE: web.AppKey[ConsoleService] = web.AppKey("console")
+
+SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
