@@ -212,6 +212,9 @@ async def test_interaction_page_shows_every_event_masked_and_is_audited(console,
         assert t in html
     assert "139****0001" in html and "13912340001" not in html      # identifiers masked
     assert "张**" in html and "张三丰" not in html                    # names masked
+    assert "C*****01" in html and "C0000001" not in html            # customer numbers masked
+    log = await page(client, "/console/interactions", **RANGE)
+    assert "C*****01" in log and "C0000001" not in log and "张三丰" not in log
     [row] = await db.fetch("SELECT * FROM audit_log WHERE action = 'interaction.view'")
     assert row["actor"] == "user:lead" and row["interaction_id"] == loaded["ids"]["C1"]
     assert row["customer_id"] == loaded["a"]
@@ -234,7 +237,7 @@ async def test_export_matches_the_filter_and_is_audited(console, db):
     c = {k: str(v) for k, v in loaded["ids"].items()}
     assert [r[0] for r in body] == [c["C4"], c["C3"], c["C2"], c["C1"]]    # newest first, as the page
     c1 = dict(zip(header, body[-1], strict=True))
-    assert c1["started_at"] == "2026-11-27 09:00:00" and c1["customer_no"] == "C0000001"
+    assert c1["started_at"] == "2026-11-27 09:00:00" and c1["customer_no"] == "C*****01"
     assert c1["customer_name"] == "张**" and c1["handle_seconds"] == "300" and c1["agent_id"] == "8001"
     [audit] = await db.fetch("SELECT * FROM audit_log WHERE action = 'export'")
     assert audit["actor"] == "user:lead" and audit["details"]["filter"]["channels"] == ["voice"]

@@ -79,7 +79,7 @@ class LogRow:
     subject: str | None
     event_count: int
     customer_id: int | None
-    customer_no: str | None
+    customer_no_masked: str | None
     customer_name_masked: str | None
 
 
@@ -107,7 +107,7 @@ class AuditRow:
     actor_role: str | None
     action: str
     customer_id: int | None
-    customer_no: str | None
+    customer_no_masked: str | None
     customer_name_masked: str | None
     interaction_id: uuid.UUID | None
     reason: str | None

@@ -64,7 +64,7 @@ class ConsoleService:
 
     def _csv_row(self, r: LogRow) -> list[str]:
         values = (r.id, self.local(r.started_at), r.channel, r.kind, r.direction, r.status, r.identification,
-                  r.customer_no, r.customer_name_masked, r.agent_id, r.queue, self.local(r.answered_at),
+                  r.customer_no_masked, r.customer_name_masked, r.agent_id, r.queue, self.local(r.answered_at),
                   self.local(r.ended_at), f"{r.handle_seconds:.0f}" if r.handle_seconds is not None else "",
                   r.outcome, r.reason, r.subject, r.event_count)
         return [csv_cell(v) for v in values]

@@ -34,7 +34,7 @@ from gateway.console.model import (
     SortKey,
 )
 from gateway.db.pool import execute, fetch, fetchrow, fetchval, translate_errors
-from gateway.identity import mask_name
+from gateway.identity import mask, mask_name
 
 _LOG_SELECT = """
 SELECT i.id, i.channel, i.kind, i.direction, i.status, i.identification, i.started_at, i.answered_at, i.ended_at,
@@ -110,10 +110,14 @@ def contact_log_sql(f: LogFilter, after: SortKey | None, limit: int | None) -> t
     return sql, args
 
 
+def _masked_no(customer_no: str | None) -> str | None:
+    return mask("customer_no", customer_no) if customer_no else None
+
+
 def _log_row(r: asyncpg.Record) -> LogRow:
     return LogRow(r["id"], r["channel"], r["kind"], r["direction"], r["status"], r["identification"],
                   r["started_at"], r["answered_at"], r["ended_at"], r["handle_seconds"], r["agent_id"], r["queue"],
-                  r["outcome"], r["reason"], r["subject"], r["event_count"], r["customer_id"], r["customer_no"],
+                  r["outcome"], r["reason"], r["subject"], r["event_count"], r["customer_id"], _masked_no(r["customer_no"]),
                   mask_name(r["customer_name"]) if r["customer_name"] else None)
 
 
@@ -150,9 +154,9 @@ _CUSTOMER_BY_NO = "SELECT id FROM customers WHERE customer_no = $1"
 
 
 async def customer_briefs(conn: Any, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """customer id -> (customer number, masked name)."""
+    """customer id -> (masked customer number, masked name)."""
     rows = await fetch(conn, "console.customer_briefs", _CUSTOMER_BRIEF, list(ids))
-    return {r["id"]: (r["customer_no"], mask_name(r["name"])) for r in rows}
+    return {r["id"]: (mask("customer_no", r["customer_no"]), mask_name(r["name"])) for r in rows}
 
 
 async def customer_id_by_no(conn: Any, customer_no: str) -> int | None:
@@ -385,7 +389,7 @@ _AUDIT_ACTIONS = "SELECT DISTINCT action FROM audit_log ORDER BY 1"
 async def audit_page(conn: Any, f: AuditFilter, before_id: int | None, limit: int) -> list[AuditRow]:
     rows = await fetch(conn, "console.audit", _AUDIT, f.since, f.until, f.actor, f.action, f.customer_id,
                        f.interaction_id, before_id, limit)
-    return [AuditRow(r["id"], r["at"], r["actor"], r["actor_role"], r["action"], r["customer_id"], r["customer_no"],
+    return [AuditRow(r["id"], r["at"], r["actor"], r["actor_role"], r["action"], r["customer_id"], _masked_no(r["customer_no"]),
                      mask_name(r["customer_name"]) if r["customer_name"] else None, r["interaction_id"],
                      r["reason"], r["request_id"], r["details"]) for r in rows]
 

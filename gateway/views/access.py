@@ -19,7 +19,8 @@ handler runs:
 - a user whose role the policy does not admit gets 403;
 - nobody logged in: a route open to sources runs, and its handler authenticates the source itself
   (``require_source`` / :func:`require_reader`; it needs the body for signatures) — if the handler
-  returns without having authenticated anybody, the response is replaced by a 403 and logged;
+  answers a success without having authenticated such a source, the response is replaced by a 403
+  and logged;
   a route for users only answers 401, or, for a browser page (``GET`` outside ``/v1/``), redirects
   to ``/login?next=…``.
 
@@ -266,7 +267,9 @@ async def policy_middleware(request: web.Request, handler: Handler) -> web.Strea
     if policy.scopes:
         response = await handler(request)
         principal = request.get(PRINCIPAL)
-        if principal is None or not principal.scopes & policy.scopes:
+        # an error answer (the handler refused, e.g. 401 in its own shape) leaks nothing; a success must
+        # come from a handler that authenticated a source holding the scope
+        if response.status < 400 and (principal is None or not principal.scopes & policy.scopes):
             log.error("access.handler_did_not_authenticate", route=request.match_info.route.resource.canonical
                       if request.match_info.route.resource else request.path)
             if not response.prepared:
