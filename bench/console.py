@@ -120,6 +120,7 @@ async def measure(url: str, args: argparse.Namespace) -> None:
             "30 days, text '转账失败' (4 chars)": lambda: LogFilter(*window(30), text="转账失败"),
             "30 days, text '网点服务态度' (6 chars)": lambda: LogFilter(*window(30), text="网点服务态度"),
             "30 days, text '额度' (2 chars)": lambda: LogFilter(*window(30), text="额度"),
+            "30 days, text '自助机吞卡' (rare: no match)": lambda: LogFilter(*window(30), text="自助机吞卡"),
             "180 days, text 'Statement' (rare-ish, Latin)": lambda: LogFilter(end - dt.timedelta(days=180), end,
                                                                                text="statement request"),
             "7 days, voice + text '核实身份' (notes)": lambda: LogFilter(*window(), channels=("voice",),
