@@ -406,10 +406,8 @@ class CallTracker:
                 self._leg_to_call[uid] = lid
                 if leg.get("Channel"):
                     self._leg_channel[uid] = leg.get("Channel") or ""
-            known = lid in self.calls
             state = self._call(lid, first, at)
-            if not known:
-                out += self._offer(state, first, at, reconciled=True)
+            out += self._offer(state, first, at, reconciled=True)
             entry = in_queue.get(lid) or in_queue.get(first.get("Channel") or "")
             if entry is not None and state.queue is None:
                 out += self._queued(state, entry.get("Queue") or "", at, entry, reconciled=True)
@@ -432,8 +430,10 @@ class CallTracker:
                 return hit
         if not candidates:
             return None
-        # Unmapped: "PJSIP/8001" -> "8001", "Local/8001@agents" -> "8001", "Agent/220" -> "220".
-        tail = candidates[0].rsplit("/", 1)[-1].split("@", 1)[0]
+        # Unmapped: "PJSIP/8001" -> "8001", "Local/8001@agents/n" -> "8001", "Agent/220" -> "220".
+        first = candidates[0]
+        tail = first.split("/", 1)[1] if "/" in first else first
+        tail = tail.split("@", 1)[0].split("/", 1)[0]
         return tail[:64] or None
 
     # -- helpers -------------------------------------------------------------------------------------------
@@ -695,9 +695,6 @@ class CallTracker:
 
     def _finish_abandoned(self, state: CallState, at: dt.datetime, frame: Frame | None, *,
                           reconciled: bool = False) -> list[ContactEvent]:
-        self._forget(state)
-        if state.caller is None and state.customer_no is None:
-            return []
         hold = _as_int(frame, "HoldTime") if frame is not None else None
         if hold is None and state.queued_at is not None:
             hold = max(0, round((at - state.queued_at).total_seconds()))
@@ -707,6 +704,9 @@ class CallTracker:
                 v = _as_int(frame, key)
                 if v is not None:
                     attrs[name] = v
+        self._forget(state)
+        if state.caller is None and state.customer_no is None:
+            return []
         if reconciled:
             attrs["reconciled"] = True
         queue = (frame.get("Queue") if frame is not None else None) or state.queue

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from adapters.ami_client import setup_ami
 from gateway import keys
 from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
@@ -127,6 +128,7 @@ def create_app(
     setup_redis(app)
     setup_templates(app)
     setup_routes(app)
+    setup_ami(app)
     for step in extra_setup or ():
         step(app)
     return app
