@@ -199,10 +199,12 @@ class AmiClient:
             raise
         finally:
             for t in (reader_task, *helper_tasks):
-                if t is not None and not t.done():
+                if t is None:
+                    continue
+                if not t.done():
                     t.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await t
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t  # also retrieves the exception of a task that already failed
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
