@@ -59,6 +59,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gateway.events.model import ContactEvent, Identifier
+from gateway.identity import InvalidIdentifier, normalize
 
 ADAPTER = "ami"
 END_COMMAND = b"--END COMMAND--"
@@ -281,7 +282,8 @@ class CallState:
 
     linkedid: str
     started_at: dt.datetime
-    caller: str | None = None          # a customer phone number, or None (withheld, internal)
+    external: bool = False             # a call from outside (not from an internal extension)
+    caller: str | None = None          # the caller's phone number when it is a valid one (not withheld)
     caller_name: str | None = None
     dialed: str | None = None
     queue: str | None = None
@@ -448,16 +450,28 @@ class CallTracker:
         except (ValueError, OverflowError, OSError):
             raise AmiParseError(f"{frame.event}: Timestamp is not epoch seconds") from None
 
-    def customer_number(self, number: str | None) -> str | None:
-        """The caller's number when it can identify a customer: not withheld, not an internal extension."""
-        if number is None:
-            return None
-        n = number.strip()
+    def classify(self, number: str | None) -> tuple[bool, str | None]:
+        """(is the call from outside, the caller's phone when it can identify a customer).
+
+        An internal extension (``internal_number_pattern``) is no customer call: nothing is
+        emitted for it. A withheld (``anonymous``, ``<unknown>``, empty) or unusable number
+        (one that is no valid phone number) is a customer call without a phone identifier:
+        its events still reach the contact log, unidentified until the IVR identifies them.
+        """
+        n = (number or "").strip()
+        if n and self._internal is not None and self._internal.match(n):
+            return False, None
         if n.lower() in NO_CALLER_ID:
-            return None
-        if self._internal is not None and self._internal.match(n):
-            return None
-        return n
+            return True, None
+        try:
+            normalize("phone", n)
+        except InvalidIdentifier:
+            return True, None
+        return True, n
+
+    def customer_number(self, number: str | None) -> str | None:
+        """The caller's number when it can identify a customer (see :meth:`classify`)."""
+        return self.classify(number)[1]
 
     def _ids(self, frame: Frame) -> tuple[str, str]:
         uid = _require(frame, "Uniqueid")
@@ -468,13 +482,17 @@ class CallTracker:
         state = self.calls.get(lid)
         if state is None:
             state = CallState(linkedid=lid, started_at=at)
-            state.caller = self.customer_number(frame.get("CallerIDNum"))
+            state.external, state.caller = self.classify(frame.get("CallerIDNum"))
             name = frame.get("CallerIDName")
             state.caller_name = name if name and name.lower() not in NO_CALLER_ID else None
             self.calls[lid] = state
             state.legs.add(lid)
             self._leg_to_call[lid] = lid
         return state
+
+    @staticmethod
+    def _customer_call(state: CallState) -> bool:
+        return state.external or state.customer_no is not None
 
     def _identifiers(self, state: CallState) -> list[Identifier]:
         out = []
@@ -529,15 +547,13 @@ class CallTracker:
             if uid != lid and frame.get("Linkedid") is None:
                 return uid, None
             state = self._call(lid, frame, at)
-            if self.customer_number(frame.get("CallerIDNum")) and not state.caller:
-                state.caller = self.customer_number(frame.get("CallerIDNum"))
         return uid, state
 
     # -- call lifecycle ------------------------------------------------------------------------------------
 
     def _offer(self, state: CallState, frame: Frame, at: dt.datetime, *, reconciled: bool = False
                ) -> list[ContactEvent]:
-        if state.offered or state.caller is None:
+        if state.offered or not self._customer_call(state):
             return []
         state.offered = True
         exten = frame.get("Exten")
@@ -573,7 +589,7 @@ class CallTracker:
             raise AmiParseError(f"{frame.event}: missing Queue")
         state.queue = queue
         state.queued_at = at
-        if state.caller is None:
+        if not self._customer_call(state):
             return []
         attrs: dict[str, Any] = {}
         pos = _as_int(frame, "Position")
@@ -595,7 +611,7 @@ class CallTracker:
 
     def _agent_called(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
         _, state = self._known_or_new(frame, at)
-        if state is None or state.caller is None and state.customer_no is None:
+        if state is None or not self._customer_call(state):
             return []
         agent = self.agent_id(frame.get("Interface") or frame.get("AgentCalled"), frame.get("MemberName"),
                               frame.get("DestChannel"))
@@ -618,7 +634,7 @@ class CallTracker:
         state.answered_at = at
         state.agent_id = agent
         state.agent_uniqueid = leg
-        if state.caller is None and state.customer_no is None:
+        if not self._customer_call(state):
             return []
         return [self._event(state, "call.answered", f"answered/{leg}", at, agent_id=agent, queue=queue,
                             attributes=attrs)]
@@ -673,7 +689,7 @@ class CallTracker:
                       talk: int | None = None, hold: int | None = None, reason: str | None = None,
                       reconciled: bool = False) -> list[ContactEvent]:
         self._forget(state)
-        if state.caller is None and state.customer_no is None:
+        if not self._customer_call(state):
             return []
         if talk is None:
             talk = max(0, round((at - state.answered_at).total_seconds())) if state.answered_at else 0
@@ -705,7 +721,7 @@ class CallTracker:
                 if v is not None:
                     attrs[name] = v
         self._forget(state)
-        if state.caller is None and state.customer_no is None:
+        if not self._customer_call(state):
             return []
         if reconciled:
             attrs["reconciled"] = True
@@ -761,7 +777,7 @@ class CallTracker:
             attrs: dict[str, Any] = {"choice": choice, "via": via}
             if menu:
                 attrs["menu"] = menu
-            if state.caller is not None or state.customer_no is not None:
+            if self._customer_call(state):
                 out.append(self._event(state, "ivr.selection", f"ivr/{len(state.ivr_path)}", at,
                                        attributes=attrs))
         if customer_no and customer_no != state.customer_no:

@@ -136,12 +136,20 @@ def test_oversized_frame_is_malformed_and_the_stream_continues():
     assert [type(i).__name__ for i in items][-1] == "Frame" and items[-1].event == "Hangup"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("number", ["", "<unknown>", "anonymous", "Anonymous", "8001", "s", "<anonymous>"])
-def test_caller_ids_that_identify_nobody_give_no_phone(number):
+@pytest.mark.parametrize("number", ["", "<unknown>", "anonymous", "Anonymous", "<anonymous>", "12345678901234"])
+def test_withheld_or_unusable_caller_id_is_a_call_without_phone(number):
     t = CallTracker()
     events = t.feed(Frame.of(("Event", "Newchannel"), Uniqueid="1.1", Linkedid="1.1", CallerIDNum=number,
                              Exten="95588"), RECEIVED)
-    assert events == []
+    assert [(e.type, e.identifiers) for e in events] == [("call.offered", [])]
+
+
+@pytest.mark.parametrize("number", ["8001", "206"])
+def test_calls_from_internal_extensions_are_not_customer_calls(number):
+    t = CallTracker()
+    for name in ("Newchannel", "QueueCallerJoin", "AgentCalled", "Hangup"):
+        assert t.feed(Frame.of(("Event", name), Uniqueid="1.1", Linkedid="1.1", CallerIDNum=number,
+                               Queue="q", Interface="PJSIP/8002", DestUniqueid="1.2"), RECEIVED) == []
 
 
 def test_agent_ids_from_config_then_device():
