@@ -36,6 +36,7 @@ from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
 from gateway.views import events as events_views
 from gateway.views import ops
+from gateway.views import voice
 
 log = structlog.get_logger("gateway.app")
 
@@ -141,6 +142,7 @@ def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
     events_views.setup_routes(app, api)
+    voice.setup_routes(app, api)
 
 
 def create_app(
