@@ -21,6 +21,9 @@ class AdapterInfo:
 
 
 ADAPTERS: tuple[AdapterInfo, ...] = (
+    AdapterInfo("ami", "voice", "adapters.ami", "tcp", "ami"),
+    AdapterInfo("amazon_connect", "voice", "adapters.amazon_connect", "http", "amazon_connect"),
+    AdapterInfo("cti_webhook", "voice", "adapters.cti_webhook", "http", "cti_webhook"),
 )
 
 
