@@ -10,11 +10,13 @@ One long-lived task per gateway process (a cleanup context, only when ``[ami] en
    :meth:`adapters.ami.CallTracker.reconcile` turns the difference with what the tracker
    knew into the events missed while disconnected (AMI replays nothing). Their
    ``source_event_id`` equals the live path's, so nothing is stored twice;
-4. read frames, map them with the tracker and hand the events to the ingest sink, one
-   ``submit`` per read (at most ``batch_max`` events). While ``submit`` is running nothing
-   is read, so a fast producer is slowed by TCP flow control, not by our memory. When
-   PostgreSQL is down ``submit`` raises :class:`~gateway.errors.StoreUnavailable`; the same
-   events are retried (safe: ingest dedupes) with backoff;
+4. read frames (256 KiB at a time), map them with the tracker and hand the events to the
+   ingest sink, one ``submit`` per read (at most ``batch_max`` events), in order, through a
+   small outbox: the next read is parsed while the previous batch commits, and when two
+   batches wait nothing more is read, so a fast producer is slowed by TCP flow control, not
+   by our memory. When PostgreSQL is down ``submit`` raises
+   :class:`~gateway.errors.StoreUnavailable`; the same events are retried (safe: ingest
+   dedupes) with backoff, and nothing read is dropped;
 5. frames that cannot be read or mapped go to the quarantine with their raw bytes and the
    error, ``cg_quarantined{adapter="ami"}`` counts them, and the stream continues;
 6. on any connection error, reconnect after an exponential backoff with jitter
@@ -49,7 +51,7 @@ from gateway.settings import AmiSettings
 
 log = structlog.get_logger("adapters.ami")
 
-READ_SIZE = 65536
+READ_SIZE = 262144
 
 # (raw bytes, error, source_ref) -> stored; raises StoreUnavailable when the database is down.
 QuarantineFn = Callable[[bytes, str, str], Awaitable[None]]
@@ -124,11 +126,35 @@ class AmiClient:
         self._writer: asyncio.StreamWriter | None = None
         self._last_rx = 0.0
         self._session_ref = ""
+        # Parsed batches wait here for the one submitter: parsing the next read overlaps the commit of the
+        # previous one, order is kept, and a full outbox stops the reader (TCP pushes back on Asterisk).
+        self._outbox: asyncio.Queue[list[ContactEvent]] = asyncio.Queue(maxsize=2)
 
     # -- the outer loop ------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run sessions forever, reconnecting with exponential backoff and jitter."""
+        submitter = asyncio.create_task(self._submitter(), name="ami-submitter")
+        try:
+            await self._sessions()
+        finally:
+            submitter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await submitter
+
+    async def drain(self) -> None:
+        """Wait until every batch read so far has been handed to ingest (used at shutdown)."""
+        await self._outbox.join()
+
+    async def _submitter(self) -> None:
+        while True:
+            batch = await self._outbox.get()
+            try:
+                await self.submit(batch)
+            finally:
+                self._outbox.task_done()
+
+    async def _sessions(self) -> None:
         delay = self.settings.reconnect_initial
         while True:
             logged_in = False
@@ -233,10 +259,10 @@ class AmiClient:
                     await self._quarantine(item.raw, str(exc), item.offset)
                     continue
                 if len(events) >= self.settings.batch_max:
-                    await self.submit(events)
+                    await self._outbox.put(events)
                     events = []
             if events:
-                await self.submit(events)
+                await self._outbox.put(events)
 
     # -- actions -------------------------------------------------------------------------------------------
 
@@ -323,9 +349,11 @@ class AmiClient:
             try:
                 results = await self.sink.submit(events)
                 break
-            except StoreUnavailable:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # StoreUnavailable, or anything else: never drop what was read
                 self.stats.submit_retries += 1
-                log.warning("ami.submit_retry", events=len(events))
+                log.warning("ami.submit_retry", events=len(events), error=type(exc).__name__)
                 await asyncio.sleep(self.backoff(delay))
                 delay = min(self.settings.reconnect_max, delay * 2)
         self.stats.events += len(events)
@@ -387,6 +415,8 @@ def setup_ami(app: web.Application) -> None:
         app[keys.AMI] = client
         task = asyncio.create_task(client.run(), name="ami-client")
         yield
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.drain(), settings.shutdown_grace_seconds)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
