@@ -82,7 +82,7 @@ class Frame:
     first value of a repeated key.
     """
 
-    __slots__ = ("headers", "raw", "offset", "_exact", "_lower")
+    __slots__ = ("_exact", "_lower", "headers", "offset", "raw")
 
     def __init__(self, headers: tuple[tuple[str, str], ...], raw: bytes = b"", offset: int = 0) -> None:
         self.headers = headers
@@ -207,27 +207,12 @@ def _parse_follows(lines: list[str], raw: bytes, offset: int) -> Frame:
             break
         key, sep, value = line.partition(":")
         if not in_output and sep and key.lower() in ("response", "privilege", "actionid", "message"):
-            headers.append((key, value[1:] if value.startswith(" ") else value))
+            headers.append((key, value.removeprefix(" ")))
             continue
         in_output = True
         output.append(line)
     headers.append(("Output", "\n".join(output).rstrip("\n")))
     return Frame(tuple(headers), raw, offset)
-
-
-class _End:
-    """A found frame end, shaped like a regex match (start, end)."""
-
-    __slots__ = ("_s", "_e")
-
-    def __init__(self, s: int, e: int) -> None:
-        self._s, self._e = s, e
-
-    def start(self) -> int:
-        return self._s
-
-    def end(self) -> int:
-        return self._e
 
 
 class FrameParser:
@@ -249,39 +234,33 @@ class FrameParser:
         out: list[Frame | MalformedFrame] = []
         buf = self._buf
         pos = 0
-        crlf = self._crlf
-        if crlf is None and b"\n" in buf:
-            crlf = self._crlf = buf[buf.index(b"\n") - 1:buf.index(b"\n")] == b"\r"
+        if self._crlf is None and b"\n" in buf:
+            nl = buf.index(b"\n")
+            self._crlf = buf[nl - 1:nl] == b"\r"
         while True:
-            if crlf:
-                # Real Asterisk writes CRLF: a plain find is far faster than the regex.
-                i = buf.find(b"\r\n\r\n", pos)
-                m = _End(i, i + 4) if i >= 0 else None
-            else:
-                m = _BLANK_LINE.search(buf, pos)
-            if m is None:
+            found = self._frame_end(buf, pos, stop_after=None)
+            if found is None:
                 break
-            end = m.start()
+            end, after = found
             # A leading empty line (e.g. after "--END COMMAND--") is not a frame.
             if end == pos:
-                pos = m.end()
+                pos = after
                 continue
             chunk = bytes(buf[pos:end])
             if chunk[:17].lower() == b"response: follows" and END_COMMAND not in chunk:
                 # Command output may contain empty lines; it ends at "--END COMMAND--".
                 stop = buf.find(END_COMMAND, pos)
-                if stop < 0:
+                found = self._frame_end(buf, pos, stop_after=stop) if stop >= 0 else None
+                if found is None:
                     break
-                m = _BLANK_LINE.search(buf, stop)
-                if m is None:
-                    break
-                chunk = bytes(buf[pos:m.start()])
+                end, after = found
+                chunk = bytes(buf[pos:end])
             if len(chunk) > self._max:
                 out.append(MalformedFrame(chunk[: self._max], f"frame longer than {self._max} bytes",
                                           self.offset + pos))
             else:
                 out.append(parse_frame(chunk, self.offset + pos))
-            pos = m.end()
+            pos = after
         if pos:
             del buf[:pos]
             self.offset += pos
@@ -291,6 +270,16 @@ class FrameParser:
             self.offset += len(buf)
             buf.clear()
         return out
+
+    def _frame_end(self, buf: bytearray, pos: int, stop_after: int | None) -> tuple[int, int] | None:
+        """(end of the frame, start of the next) of the first empty line at or after ``pos``/``stop_after``."""
+        start = pos if stop_after is None else stop_after
+        if self._crlf and stop_after is None:
+            # Real Asterisk writes CRLF: a plain find is far faster than the regex.
+            i = buf.find(b"\r\n\r\n", start)
+            return (i, i + 4) if i >= 0 else None
+        m = _BLANK_LINE.search(buf, start)
+        return (m.start(), m.end()) if m is not None else None
 
     @property
     def pending(self) -> int:

@@ -41,7 +41,16 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from adapters.ami import ADAPTER, AmiMapping, AmiParseError, CallTracker, Frame, FrameParser, MalformedFrame, action
+from adapters.ami import (
+    ADAPTER,
+    AmiMapping,
+    AmiParseError,
+    CallTracker,
+    Frame,
+    FrameParser,
+    MalformedFrame,
+    action,
+)
 from gateway import keys
 from gateway.clock import Clock, SystemClock
 from gateway.errors import StoreUnavailable
@@ -215,14 +224,13 @@ class AmiClient:
                 helper_tasks.append(asyncio.create_task(self._keepalive()))
             # The session lives as long as its reader; a failed helper ends it too.
             done, _ = await asyncio.wait([reader_task, *helper_tasks], return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                if t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            for finished in done:
+                exc = finished.exception()
+                if exc is not None:
+                    raise exc
             if not reader_task.done():
                 await reader_task
             return logged_in
-        except AmiError:
-            raise
         finally:
             for t in (reader_task, *helper_tasks):
                 if t is None:
@@ -311,7 +319,7 @@ class AmiClient:
                 token = challenge.get("Challenge")
                 if not token:
                     raise AmiProtocolError("Challenge response has no Challenge")
-                key = hashlib.md5((token + s.secret.get()).encode()).hexdigest()  # noqa: S324 - AMI's protocol
+                key = hashlib.md5((token + s.secret.get()).encode()).hexdigest()
                 await self.send_action("Login", AuthType="MD5", Username=s.username, Key=key, Events="on")
             else:
                 await self.send_action("Login", Username=s.username, Secret=s.secret.get(), Events="on")
@@ -351,7 +359,7 @@ class AmiClient:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # StoreUnavailable, or anything else: never drop what was read
+            except Exception as exc:  # noqa: BLE001 - StoreUnavailable or anything else: never drop what was read
                 self.stats.submit_retries += 1
                 log.warning("ami.submit_retry", events=len(events), error=type(exc).__name__)
                 await asyncio.sleep(self.backoff(delay))

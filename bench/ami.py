@@ -34,19 +34,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
-from aiohttp import web  # noqa: E402
+import asyncpg
+from aiohttp import web
 
-from adapters.ami import CallTracker, Frame, FrameParser  # noqa: E402
-from adapters.ami_client import AmiClient  # noqa: E402
-from gateway import keys  # noqa: E402
-from gateway.app import create_app  # noqa: E402
-from gateway.db.migrate import migrate_dsn  # noqa: E402
-from gateway.events.model import ContactEvent  # noqa: E402
-from gateway.events.sink import IngestResult  # noqa: E402
-from gateway.logs import configure_logging  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
-from tests.ami_fake_server import FakeAmiServer  # noqa: E402
+from adapters.ami import CallTracker, Frame, FrameParser
+from adapters.ami_client import AmiClient
+from gateway import keys
+from gateway.app import create_app
+from gateway.db.migrate import migrate_dsn
+from gateway.events.model import ContactEvent
+from gateway.events.sink import IngestResult
+from gateway.logs import configure_logging
+from gateway.settings import load_settings
+from tests.ami_fake_server import FakeAmiServer
 
 FRAMES_PER_CALL = 10
 EVENTS_PER_CALL = 6
@@ -152,7 +152,7 @@ async def main() -> None:
                              ami={"enabled": True, "port": port, "username": "gateway", "secret": "bench",
                                   "ping_interval": 0.0})
     server.username = settings.ami.username
-    configure_logging(settings, stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
+    configure_logging(settings, stream=open(os.devnull, "w"))  # noqa: SIM115, ASYNC230 - once, before the run
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -113,7 +113,7 @@ class FakeAmiServer:
             w.write(frame_bytes(("Response", "Success"), ("Challenge", self.challenge), aid))
         elif name == "login":
             if (f.get("AuthType") or "").lower() == "md5":
-                ok = f.get("Key") == hashlib.md5((self.challenge + self.secret).encode()).hexdigest()  # noqa: S324
+                ok = f.get("Key") == hashlib.md5((self.challenge + self.secret).encode()).hexdigest()
             else:
                 ok = f.get("Secret") == self.secret
             ok = ok and f.get("Username") == self.username
