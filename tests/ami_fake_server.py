@@ -29,6 +29,8 @@ class FakeAmiServer:
         self.challenge = challenge
         self.channels: list[Frame] = []
         self.queue_entries: list[Frame] = []
+        self.queue_status_raw: bytes | None = None  # a recorded QueueStatus reply ("{action_id}" replaced)
+        self.answer_ping = True
         self.actions: list[Frame] = []
         self.logins_ok = 0
         self.logins_failed = 0
@@ -131,6 +133,8 @@ class FakeAmiServer:
                 if self.logins_ok >= n and not fut.done():
                     fut.set_result(None)
         elif name == "ping":
+            if not self.answer_ping:
+                return True
             w.write(frame_bytes(("Response", "Success"), aid, ("Ping", "Pong"), ("Timestamp", "1722863811.000000")))
         elif name == "coreshowchannels":
             w.write(frame_bytes(("Response", "Success"), aid, ("EventList", "start"),
@@ -139,6 +143,8 @@ class FakeAmiServer:
                 w.write(Frame((("Event", "CoreShowChannel"), aid, *ch.headers)).encode())
             w.write(frame_bytes(("Event", "CoreShowChannelsComplete"), aid, ("EventList", "Complete"),
                                 ("ListItems", str(len(self.channels)))))
+        elif name == "queuestatus" and self.queue_status_raw is not None:
+            w.write(self.queue_status_raw.replace(b"{action_id}", (f.action_id or "").encode()))
         elif name == "queuestatus":
             w.write(frame_bytes(("Response", "Success"), aid, ("Message", "Queue status will follow")))
             for qe in self.queue_entries:

@@ -384,3 +384,87 @@ async def test_app_runs_the_client_only_when_enabled(tmp_path):
     assert len(on.cleanup_ctx) == len(off.cleanup_ctx) + 1
     assert any(getattr(c, "__name__", "") == "ami_ctx" for c in on.cleanup_ctx)
 
+
+
+async def test_real_asterisk_11_queue_status_reply_is_read_to_its_complete_event(server):
+    """The panoramisk QueueStatus capture (no EventList header; ends with QueueStatusComplete)."""
+    sample = (FIXTURES / "samples" / "ami_panoramisk_queue_status.txt").read_bytes().replace(b"\n", b"\r\n")
+    server.queue_status_raw = sample.replace(b"action/transaction_uid/1/1", b"{action_id}")
+    client = AmiClient(ami_settings(server.port), RecordingSink(), quarantine=RecordingQuarantine())
+    async with running(client):
+        await asyncio.wait_for(client.reconciled.wait(), 5)
+        _, items = await client.send_action("QueueStatus", is_list=True)
+    assert [f.event for f in items] == ["QueueParams"] + ["QueueMember"] * 6
+    assert items[1].get("Name") == "Agent/220" and items[1].get("StateInterface") == "SIP/iiiiiiiiiii"
+    assert client.stats.quarantined == 0
+
+
+async def test_login_ok_sample_from_panoramisk():
+    """The real successful-login exchange (panoramisk fixture), FullyBooted event included."""
+    sample = (FIXTURES / "samples" / "ami_panoramisk_login_ok.txt").read_bytes().replace(b"\n", b"\r\n")
+    banner, _, rest = sample.partition(b"\r\n")
+    reply = rest[rest.index(b"Response:"):]
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(banner + b"\r\n")
+        parser_buf = b""
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            parser_buf += data
+            while b"\r\n\r\n" in parser_buf:
+                frame, parser_buf = parser_buf.split(b"\r\n\r\n", 1)
+                seen.append(frame)
+                aid = next(line.split(b": ", 1)[1] for line in frame.split(b"\r\n") if line.startswith(b"ActionID"))
+                if frame.startswith(b"Action: Login"):
+                    writer.write(reply.replace(b"action/transaction_uid/1/1", aid))
+                else:  # list actions: an empty list
+                    writer.write(b"Response: Success\r\nActionID: " + aid + b"\r\nEventList: start\r\n\r\n"
+                                 b"Event: ListComplete\r\nActionID: " + aid + b"\r\nEventList: Complete\r\n\r\n")
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    client = AmiClient(ami_settings(port, auth="plain"), RecordingSink(), quarantine=RecordingQuarantine())
+    async with running(client):
+        await asyncio.wait_for(client.reconciled.wait(), 5)
+    srv.close()
+    await srv.wait_closed()
+    assert client.stats.login_failures == 0 and client.stats.sessions == 1
+    assert seen[0].startswith(b"Action: Login") and b"Events: on" in seen[0]
+
+
+async def test_peer_that_stops_answering_ping_is_reconnected(server):
+    server.answer_ping = False
+    client = AmiClient(ami_settings(server.port, ping_interval=0.05, connect_timeout=0.2), RecordingSink(),
+                       quarantine=RecordingQuarantine())
+    async with running(client):
+        await server.wait_logins(2, timeout=10)
+    assert "Ping" in client.stats.last_error
+    assert client.stats.sessions >= 2
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ({"auth": "digest"}, "ami.auth"),
+    ({"port": 0}, "ami.port"),
+    ({"reconnect_initial": 5.0, "reconnect_max": 1.0}, "ami.reconnect_max"),
+    ({"internal_number_pattern": "([0-9"}, "ami.internal_number_pattern"),
+    ({"agents": ["PJSIP/8001"]}, "ami.agents"),
+    ({"ivr_variables": [1, 2]}, "ami.ivr_variables"),
+    ({"colour": "red"}, "ami.colour"),
+])
+def test_bad_ami_settings_name_the_key(values, named):
+    from gateway.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=named.replace(".", r"\.")):
+        load_settings(env={}, ami=values)
+
+
+def test_ami_settings_from_environment():
+    s = load_settings(env={"CG_AMI__AGENTS": "PJSIP/8001=li.wei, Agent/220=zhang.min",
+                           "CG_AMI__IVR_VARIABLES": "IVR_CHOICE,IVR_MENU2", "CG_AMI__SECRET": "hunter2"}).ami
+    assert dict(s.agents) == {"PJSIP/8001": "li.wei", "Agent/220": "zhang.min"}
+    assert s.ivr_variables == ("IVR_CHOICE", "IVR_MENU2")
+    assert "hunter2" not in repr(s)
