@@ -26,6 +26,7 @@ system-name prefix):
 ``Newchannel`` of the call's first leg      ``call.offered`` (no queue), caller ID → ``phone``
 ``QueueCallerJoin``                         ``call.offered`` to the queue
 ``AgentCalled``                             ``call.ringing`` at the agent: the screen-pop trigger
+``AgentRingNoAnswer``                       ``call.missed`` at the agent (RONA)
 ``AgentConnect``                            ``call.answered`` by the agent (queue wait in ``hold_seconds``)
 ``BridgeEnter`` (calls that never queued)   ``call.answered`` by the other leg
 ``AgentComplete`` / ``Hangup`` of leg one   ``call.ended`` with ``hold_seconds`` and ``talk_seconds``
@@ -384,6 +385,7 @@ class CallTracker:
             "join": self._queue_join,  # Asterisk ≤ 11
             "agentcalled": self._agent_called,
             "agentconnect": self._agent_connect,
+            "agentringnoanswer": self._ring_no_answer,
             "bridgeenter": self._bridge_enter,
             "bridgeleave": self._bridge_leave,
             "agentcomplete": self._agent_complete,
@@ -429,6 +431,16 @@ class CallTracker:
             if qe.event and qe.event.lower() == "queueentry":
                 key = qe.get("Uniqueid") or qe.get("Channel") or ""
                 in_queue[key] = qe
+        # Legs and bridges whose Hangup/BridgeLeave was missed while disconnected are forgotten.
+        alive = {ch.get("Uniqueid") for ch in channels}
+        for uid in [u for u in self._leg_channel if u not in alive]:
+            del self._leg_channel[uid]
+        for uid in [u for u in self._leg_to_call if u not in alive and u not in self.calls]:
+            del self._leg_to_call[uid]
+        for bridge in list(self._bridges):
+            self._bridges[bridge] = [u for u in self._bridges[bridge] if u in alive]
+            if not self._bridges[bridge]:
+                del self._bridges[bridge]
         out: list[ContactEvent] = []
         for lid in list(self.calls):
             if lid not in by_call:
@@ -664,6 +676,19 @@ class CallTracker:
             attrs["dialed"] = state.dialed
         return [self._event(state, "call.ringing", f"ringing/{leg}", at, agent_id=agent, queue=queue,
                             attributes=attrs)]
+
+    def _ring_no_answer(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        _, state = self._known_or_new(frame, at)
+        if state is None or not self._customer_call(state):
+            return []
+        agent = self.agent_id(frame.get("Interface"), frame.get("MemberName"), frame.get("DestChannel"))
+        leg = frame.get("DestUniqueid") or frame.get("Interface") or ""
+        if not leg:
+            raise AmiParseError("AgentRingNoAnswer: missing DestUniqueid and Interface")
+        ring = _as_int(frame, "RingTime")
+        return [self._event(state, "call.missed", f"missed/{leg}", at, agent_id=agent,
+                            queue=frame.get("Queue") or state.queue,
+                            attributes={"ring_seconds": ring} if ring is not None else {})]
 
     def _answered(self, state: CallState, leg: str, agent: str | None, queue: str | None, at: dt.datetime,
                   attrs: dict[str, Any]) -> list[ContactEvent]:

@@ -231,3 +231,26 @@ def test_reconcile_ends_vanished_calls_and_adopts_new_ones_with_the_live_ids():
     assert all(e.attributes.get("reconciled") is True for e in out)
     # A second snapshot that changed nothing synthesises nothing.
     assert t.reconcile(channels, queue, at) == []
+
+
+def test_ring_no_answer_is_a_missed_call_at_that_agent():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    t.feed(Frame.of(("Event", "QueueCallerJoin"), *base.items(), ("Queue", "q")), RECEIVED)
+    (e,) = t.feed(Frame.of(("Event", "AgentRingNoAnswer"), *base.items(), ("Queue", "q"),
+                           ("Interface", "PJSIP/8003"), ("DestUniqueid", "9.5"), ("RingTime", "15")), RECEIVED)
+    assert (e.type, e.source_event_id, e.agent_id, e.attributes["ring_seconds"]) == (
+        "call.missed", "9.1/missed/9.5", "8003", 15)
+
+
+def test_reconcile_forgets_legs_and_bridges_missed_while_away():
+    t = CallTracker()
+    for f in (
+        {"Event": "Newchannel", "Uniqueid": "D", "Linkedid": "D", "CallerIDNum": "13900000004"},
+        {"Event": "Newchannel", "Uniqueid": "D2", "Linkedid": "D", "CallerIDNum": "8001", "Channel": "PJSIP/8001-1"},
+        {"Event": "BridgeEnter", "Uniqueid": "D2", "Linkedid": "D", "BridgeUniqueid": "b"},
+    ):
+        t.feed(Frame.of(*f.items()), RECEIVED)
+    out = t.reconcile([], [], RECEIVED)
+    assert [e.type for e in out] == ["call.ended"]
+    assert t.active() == [] and not t._bridges and not t._leg_channel and not t._leg_to_call
