@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.segment import SegmentMapping
     from adapters.ami_client import AmiClient
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
@@ -35,4 +36,5 @@ if TYPE_CHECKING:
 
 IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
 CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
+SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
 AMI: web.AppKey[AmiClient] = web.AppKey("ami")
