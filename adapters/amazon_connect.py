@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from adapters.jsoncheck import reject_nul
 from gateway.errors import ValidationFailed
 from gateway.events.model import ContactEvent, Identifier
 
@@ -106,6 +107,7 @@ def parse(obj: Any, *, source: str) -> list[ContactEvent]:
     """Map one EventBridge contact event; ``[]`` when it carries nothing for the contact history."""
     if not isinstance(obj, dict):
         raise ValidationFailed.field("body", "expected a JSON object (an EventBridge event)")
+    reject_nul(obj)
     ev = _ci(obj)
     detail_type = _str(ev, "detail-type", "detail-type", required=True)
     if (detail_type or "").lower() != DETAIL_TYPE.lower():

@@ -169,6 +169,8 @@ def _decode(raw: bytes) -> str:
 
 def parse_frame(raw: bytes, offset: int = 0) -> Frame | MalformedFrame:
     """Parse the bytes of one frame (without its terminating empty line)."""
+    if b"\x00" in raw:  # PostgreSQL stores no U+0000 in text: such a frame could never be committed
+        return MalformedFrame(raw, "NUL byte in frame", offset)
     try:
         text = _decode(raw)
     except ValueError as exc:
