@@ -31,6 +31,7 @@ system-name prefix):
 ``BridgeEnter`` (calls that never queued)   ``call.answered`` by the other leg
 ``AgentComplete`` / ``Hangup`` of leg one   ``call.ended`` with ``hold_seconds`` and ``talk_seconds``
 ``QueueCallerAbandon``                      ``call.abandoned``
+``Hold`` / ``Unhold`` of the caller's leg     ``call.held`` / ``call.resumed``; ``call.ended`` adds ``on_hold_seconds``
 ``VarSet`` of a configured IVR variable     ``ivr.selection`` with the IVR path so far
 ``UserEvent`` named in ``ivr_user_events``  ``ivr.selection`` (``Choice``, ``Menu``, ``CustomerNo``, ``AuthLevel``)
 IVR-verified customer number                ``ivr.selection`` with a ``customer_no`` identifier and ``auth_level``
@@ -40,7 +41,7 @@ IVR-verified customer number                ``ivr.selection`` with a ``customer_
 clock: ``<Linkedid>/offered``, ``<Linkedid>/queued/<queue>``, ``<Linkedid>/ringing/<agent
 leg Uniqueid>``, ``<Linkedid>/answered/<agent leg Uniqueid>``, ``<Linkedid>/ended``,
 ``<Linkedid>/abandoned``, ``<Linkedid>/ivr/<n>`` (n-th choice of the call),
-``<Linkedid>/ivr-verified``. The events :meth:`CallTracker.reconcile` synthesises use the
+``<Linkedid>/ivr-verified``, ``<Linkedid>/held/<n>``, ``<Linkedid>/resumed/<n>``. The events :meth:`CallTracker.reconcile` synthesises use the
 same ids, so an event delivered before a disconnect and synthesised again after it is a
 duplicate, never a second row. ``AgentComplete`` and the caller's ``Hangup`` both end a
 call; whichever comes first wins, the other is the same ``<Linkedid>/ended``.
@@ -338,6 +339,9 @@ class CallState:
     auth_level: str | None = None
     offered: bool = False
     legs: set[str] = dataclasses.field(default_factory=set)
+    holds: int = 0                     # times the caller was put on hold
+    held_since: dt.datetime | None = None
+    on_hold_seconds: float = 0.0
 
 
 def _as_int(frame: Frame, key: str) -> int | None:
@@ -394,6 +398,8 @@ class CallTracker:
             "queuecallerabandon": self._abandon,
             "hangup": self._hangup,
             "varset": self._varset,
+            "hold": self._hold,
+            "unhold": self._unhold,
             "userevent": self._user_event,
         }
 
@@ -764,6 +770,11 @@ class CallTracker:
                 end = state.answered_at or at
                 hold = max(0, round((end - state.queued_at).total_seconds()))
         attrs: dict[str, Any] = {"talk_seconds": talk, "hold_seconds": hold or 0}
+        if state.holds:
+            if state.held_since is not None:  # hung up while on hold
+                state.on_hold_seconds += max(0.0, (at - state.held_since).total_seconds())
+            attrs["on_hold_seconds"] = round(state.on_hold_seconds)
+            attrs["holds"] = state.holds
         if reason:
             attrs["ended_by"] = reason
         if frame is not None and frame.get("Cause-txt"):
@@ -829,6 +840,29 @@ class CallTracker:
         if state.queue is not None and state.answered_at is None:
             return self._finish_abandoned(state, at, None)
         return self._finish_ended(state, at, frame)
+
+    # -- hold --------------------------------------------------------------------------------------------
+
+    def _hold(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        uid, lid = self._ids(frame)
+        state = self.calls.get(lid)
+        if state is None or uid != lid or state.held_since is not None or not self._customer_call(state):
+            return []  # only the caller's leg on hold counts; a repeated Hold changes nothing
+        state.holds += 1
+        state.held_since = at
+        return [self._event(state, "call.held", f"held/{state.holds}", at, agent_id=state.agent_id,
+                            queue=state.queue)]
+
+    def _unhold(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        uid, lid = self._ids(frame)
+        state = self.calls.get(lid)
+        if state is None or uid != lid or state.held_since is None:
+            return []
+        held = max(0.0, (at - state.held_since).total_seconds())
+        state.on_hold_seconds += held
+        state.held_since = None
+        return [self._event(state, "call.resumed", f"resumed/{state.holds}", at, agent_id=state.agent_id,
+                            queue=state.queue, attributes={"held_seconds": round(held)})]
 
     # -- IVR -----------------------------------------------------------------------------------------------
 

@@ -254,3 +254,22 @@ def test_reconcile_forgets_legs_and_bridges_missed_while_away():
     out = t.reconcile([], [], RECEIVED)
     assert [e.type for e in out] == ["call.ended"]
     assert t.active() == [] and not t._bridges and not t._leg_channel and not t._leg_to_call
+
+
+def test_hold_and_resume_of_the_caller_and_time_on_hold_at_the_end():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    out = []
+    for event, ts in (("QueueCallerJoin", 100), ("AgentConnect", 105), ("Hold", 120), ("Hold", 121),
+                      ("Unhold", 150), ("Hold", 160), ("Unhold", 165), ("Hangup", 200)):
+        out += t.feed(Frame.of(("Event", event), *base.items(), ("Queue", "q"), ("Interface", "PJSIP/8001"),
+                               ("DestUniqueid", "9.2"), ("Timestamp", str(ts))), RECEIVED)
+    # the agent's leg on hold (music for the agent) is not the caller's hold
+    out += t.feed(Frame.of(("Event", "Hold"), ("Uniqueid", "9.2"), ("Linkedid", "9.1")), RECEIVED)
+    kinds = [(e.type, e.source_event_id) for e in out if e.type in ("call.held", "call.resumed")]
+    assert kinds == [("call.held", "9.1/held/1"), ("call.resumed", "9.1/resumed/1"),
+                     ("call.held", "9.1/held/2"), ("call.resumed", "9.1/resumed/2")]
+    ended = out[-1]
+    assert ended.type == "call.ended"
+    assert (ended.attributes["on_hold_seconds"], ended.attributes["holds"]) == (35, 2)
+    assert ended.attributes["talk_seconds"] == 95
