@@ -336,7 +336,7 @@ class AmiClient:
         events = self.tracker.reconcile(channels, queue, self.clock.now())
         if events:
             log.info("ami.reconciled", events=len(events), channels=len(channels))
-            await self.submit(events)
+            await self._outbox.put(events)  # in order with what was read before the disconnect
         self.reconciled.set()
 
     async def _keepalive(self) -> None:
