@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,8 @@ class AmiSettings:
         if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
             raise SettingsError("setting 'ami.reconnect_max': must be at least ami.reconnect_initial, "
                                 "and that above 0")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", self.source):
+            raise SettingsError(f"setting 'ami.source': not a valid event source name (got {self.source!r})")
         if self.batch_max < 1 or self.max_frame_bytes < 1024:
             raise SettingsError("setting 'ami.batch_max': must be at least 1 (and ami.max_frame_bytes 1024)")
         try:
@@ -305,7 +308,7 @@ def _coerce(key: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
             table = {k.strip(): v.strip() for k, _, v in pairs} if pairs is not None else raw
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                 raise ValueError("expected a table of strings (or key=value,key=value)")
-            return dict(table)
+            return types.MappingProxyType(dict(table))  # read-only, like the rest of the settings
         if kind == "tuple[Secret, ...]":
             values = [v.strip() for v in raw.split(",")] if from_env else raw
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):

@@ -454,6 +454,7 @@ async def test_peer_that_stops_answering_ping_is_reconnected(server):
     ({"agents": ["PJSIP/8001"]}, "ami.agents"),
     ({"ivr_variables": [1, 2]}, "ami.ivr_variables"),
     ({"colour": "red"}, "ami.colour"),
+    ({"source": "cti asterisk"}, "ami.source"),
 ])
 def test_bad_ami_settings_name_the_key(values, named):
     from gateway.settings import SettingsError
@@ -466,6 +467,8 @@ def test_ami_settings_from_environment():
     s = load_settings(env={"CG_AMI__AGENTS": "PJSIP/8001=li.wei, Agent/220=zhang.min",
                            "CG_AMI__IVR_VARIABLES": "IVR_CHOICE,IVR_MENU2", "CG_AMI__SECRET": "hunter2"}).ami
     assert dict(s.agents) == {"PJSIP/8001": "li.wei", "Agent/220": "zhang.min"}
+    with pytest.raises(TypeError):
+        s.agents["PJSIP/9999"] = "x"  # type: ignore[index]
     assert s.ivr_variables == ("IVR_CHOICE", "IVR_MENU2")
     assert "hunter2" not in repr(s)
 
