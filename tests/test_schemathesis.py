@@ -50,13 +50,17 @@ def gateway_url(pg_server, template_db, redis_server, tmp_path_factory, unused_t
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
+    deadline = time.monotonic() + 180  # a loaded machine can be slow to start a gateway
+    while True:
+        assert proc.poll() is None, "the gateway exited"
         try:
             with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
                 if r.status == 200:
                     break
         except OSError:
-            time.sleep(0.1)
+            pass
+        assert time.monotonic() < deadline, "the gateway did not become ready"
+        time.sleep(0.1)
     yield base
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
