@@ -32,6 +32,7 @@ system-name prefix):
 ``AgentComplete`` / ``Hangup`` of leg one   ``call.ended`` with ``hold_seconds`` and ``talk_seconds``
 ``QueueCallerAbandon``                      ``call.abandoned``
 ``Hold`` / ``Unhold`` of the caller's leg     ``call.held`` / ``call.resumed``; ``call.ended`` adds ``on_hold_seconds``
+``BlindTransfer`` (``Result: Success``)     ``call.transferred`` with ``transfer_to``; the next answer is a new one
 ``VarSet`` of a configured IVR variable     ``ivr.selection`` with the IVR path so far
 ``UserEvent`` named in ``ivr_user_events``  ``ivr.selection`` (``Choice``, ``Menu``, ``CustomerNo``, ``AuthLevel``)
 IVR-verified customer number                ``ivr.selection`` with a ``customer_no`` identifier and ``auth_level``
@@ -41,7 +42,7 @@ IVR-verified customer number                ``ivr.selection`` with a ``customer_
 clock: ``<Linkedid>/offered``, ``<Linkedid>/queued/<queue>``, ``<Linkedid>/ringing/<agent
 leg Uniqueid>``, ``<Linkedid>/answered/<agent leg Uniqueid>``, ``<Linkedid>/ended``,
 ``<Linkedid>/abandoned``, ``<Linkedid>/ivr/<n>`` (n-th choice of the call),
-``<Linkedid>/ivr-verified``, ``<Linkedid>/held/<n>``, ``<Linkedid>/resumed/<n>``. The events :meth:`CallTracker.reconcile` synthesises use the
+``<Linkedid>/ivr-verified``, ``<Linkedid>/held/<n>``, ``<Linkedid>/resumed/<n>``, ``<Linkedid>/transferred/<n>``. The events :meth:`CallTracker.reconcile` synthesises use the
 same ids, so an event delivered before a disconnect and synthesised again after it is a
 duplicate, never a second row. ``AgentComplete`` and the caller's ``Hangup`` both end a
 call; whichever comes first wins, the other is the same ``<Linkedid>/ended``.
@@ -340,6 +341,8 @@ class CallState:
     offered: bool = False
     legs: set[str] = dataclasses.field(default_factory=set)
     holds: int = 0                     # times the caller was put on hold
+    transfers: int = 0
+    talk_before: float = 0.0           # talk seconds with agents the call was transferred away from
     held_since: dt.datetime | None = None
     on_hold_seconds: float = 0.0
 
@@ -398,6 +401,7 @@ class CallTracker:
             "queuecallerabandon": self._abandon,
             "hangup": self._hangup,
             "varset": self._varset,
+            "blindtransfer": self._blind_transfer,
             "hold": self._hold,
             "unhold": self._unhold,
             "userevent": self._user_event,
@@ -764,6 +768,7 @@ class CallTracker:
             return []
         if talk is None:
             talk = max(0, round((at - state.answered_at).total_seconds())) if state.answered_at else 0
+        talk += round(state.talk_before)
         if hold is None:
             hold = state.queue_hold_seconds
             if hold is None and state.queued_at is not None:
@@ -781,7 +786,7 @@ class CallTracker:
             attrs["hangup_cause"] = frame.get("Cause-txt")
         if reconciled:
             attrs["reconciled"] = True
-        outcome = "answered" if state.answered_at else "not_answered"
+        outcome = "answered" if state.answered_at or state.talk_before else "not_answered"
         return [self._event(state, "call.ended", "ended", at, agent_id=state.agent_id, queue=state.queue,
                             outcome=outcome, attributes=attrs)]
 
@@ -809,9 +814,8 @@ class CallTracker:
         _, state = self._known_or_new(frame, at)
         if state is None:
             return []
-        if state.agent_id is None:
-            state.agent_id = self.agent_id(frame.get("Interface"), frame.get("MemberName"),
-                                           frame.get("DestChannel"))
+        state.agent_id = self.agent_id(frame.get("Interface"), frame.get("MemberName"),
+                                       frame.get("DestChannel")) or state.agent_id
         state.queue = frame.get("Queue") or state.queue
         if state.answered_at is None:
             talk = _as_int(frame, "TalkTime") or 0
@@ -840,6 +844,28 @@ class CallTracker:
         if state.queue is not None and state.answered_at is None:
             return self._finish_abandoned(state, at, None)
         return self._finish_ended(state, at, frame)
+
+    # -- transfer ----------------------------------------------------------------------------------------
+
+    def _blind_transfer(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        """A completed blind transfer of the caller (the transferee) to ``Context``/``Extension``."""
+        if (frame.get("Result") or "").lower() != "success":
+            return []
+        lid = frame.get("TransfereeLinkedid") or frame.get("TransfererLinkedid")
+        if not lid:
+            raise AmiParseError("BlindTransfer: missing TransfereeLinkedid")
+        state = self.calls.get(lid)
+        if state is None or not self._customer_call(state):
+            return []
+        agent = self.agent_id(None, None, frame.get("TransfererChannel")) or state.agent_id
+        state.transfers += 1
+        if state.answered_at is not None:  # the next agent's answer is a new answer; talk so far is kept
+            state.talk_before += max(0.0, (at - state.answered_at).total_seconds())
+            state.answered_at = None
+            state.agent_uniqueid = None
+        target = {k: v for k, v in (("extension", frame.get("Extension")), ("context", frame.get("Context"))) if v}
+        return [self._event(state, "call.transferred", f"transferred/{state.transfers}", at, agent_id=agent,
+                            queue=state.queue, attributes={"transfer_to": target, "kind": "blind"})]
 
     # -- hold --------------------------------------------------------------------------------------------
 

@@ -273,3 +273,34 @@ def test_hold_and_resume_of_the_caller_and_time_on_hold_at_the_end():
     assert ended.type == "call.ended"
     assert (ended.attributes["on_hold_seconds"], ended.attributes["holds"]) == (35, 2)
     assert ended.attributes["talk_seconds"] == 95
+
+
+def test_blind_transfer_to_another_queue_and_the_second_answer():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    out = []
+    frames = [
+        ("QueueCallerJoin", 100, {"Queue": "vip"}),
+        ("AgentConnect", 105, {"Queue": "vip", "Interface": "PJSIP/8001", "DestUniqueid": "9.2"}),
+        ("BlindTransfer", 165, {"Result": "Success", "TransfererChannel": "PJSIP/8001-0000000a",
+                                "TransfereeLinkedid": "9.1", "TransfererLinkedid": "9.1",
+                                "Context": "queues", "Extension": "loans"}),
+        ("QueueCallerJoin", 166, {"Queue": "loans"}),
+        ("AgentCalled", 167, {"Queue": "loans", "Interface": "PJSIP/8042", "DestUniqueid": "9.7"}),
+        ("AgentConnect", 170, {"Queue": "loans", "Interface": "PJSIP/8042", "DestUniqueid": "9.7"}),
+        ("AgentComplete", 200, {"Queue": "loans", "Interface": "PJSIP/8042", "TalkTime": "30", "HoldTime": "4"}),
+    ]
+    for event, ts, extra in frames:
+        fields = {**base, **extra} if event != "BlindTransfer" else extra
+        out += t.feed(Frame.of(("Event", event), *fields.items(), ("Timestamp", str(ts))), RECEIVED)
+    got = [(e.type, e.source_event_id, e.agent_id) for e in out]
+    assert ("call.transferred", "9.1/transferred/1", "8001") in got
+    assert ("call.answered", "9.1/answered/9.7", "8042") in got and ("call.ringing", "9.1/ringing/9.7", "8042") in got
+    transferred = next(e for e in out if e.type == "call.transferred")
+    assert transferred.attributes["transfer_to"] == {"extension": "loans", "context": "queues"}
+    ended = out[-1]
+    assert (ended.type, ended.agent_id, ended.queue) == ("call.ended", "8042", "loans")
+    assert ended.attributes["talk_seconds"] == 60 + 30  # 60 s with 8001 before the transfer, 30 s with 8042
+    failed = t.feed(Frame.of(("Event", "BlindTransfer"), ("Result", "Fail"), ("TransfereeLinkedid", "9.1")),
+                    RECEIVED)
+    assert failed == []
