@@ -33,6 +33,7 @@ system-name prefix):
 ``QueueCallerAbandon``                      ``call.abandoned``
 ``Hold`` / ``Unhold`` of the caller's leg     ``call.held`` / ``call.resumed``; ``call.ended`` adds ``on_hold_seconds``
 ``BlindTransfer`` (``Result: Success``)     ``call.transferred`` with ``transfer_to``; the next answer is a new one
+``AttendedTransfer`` (``Result: Success``)  ``call.transferred``, and ``call.answered`` by the consulted party
 ``VarSet`` of a configured IVR variable     ``ivr.selection`` with the IVR path so far
 ``UserEvent`` named in ``ivr_user_events``  ``ivr.selection`` (``Choice``, ``Menu``, ``CustomerNo``, ``AuthLevel``)
 IVR-verified customer number                ``ivr.selection`` with a ``customer_no`` identifier and ``auth_level``
@@ -402,6 +403,7 @@ class CallTracker:
             "hangup": self._hangup,
             "varset": self._varset,
             "blindtransfer": self._blind_transfer,
+            "attendedtransfer": self._attended_transfer,
             "hold": self._hold,
             "unhold": self._unhold,
             "userevent": self._user_event,
@@ -866,6 +868,38 @@ class CallTracker:
         target = {k: v for k, v in (("extension", frame.get("Extension")), ("context", frame.get("Context"))) if v}
         return [self._event(state, "call.transferred", f"transferred/{state.transfers}", at, agent_id=agent,
                             queue=state.queue, attributes={"transfer_to": target, "kind": "blind"})]
+
+    def _attended_transfer(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        """A completed attended (consultative) transfer: the caller now talks to the consulted party.
+
+        The consulted party is the other member of the consultation bridge (``SecondBridgeUniqueid``,
+        known from its ``BridgeEnter``); when it is known, its answer is emitted, as no ``AgentConnect``
+        follows an attended transfer.
+        """
+        if (frame.get("Result") or "").lower() != "success":
+            return []
+        lid = frame.get("TransfereeLinkedid") or frame.get("OrigTransfererLinkedid")
+        if not lid:
+            raise AmiParseError("AttendedTransfer: missing TransfereeLinkedid and OrigTransfererLinkedid")
+        state = self.calls.get(lid)
+        if state is None or not self._customer_call(state):
+            return []
+        agent = self.agent_id(None, None, frame.get("OrigTransfererChannel")) or state.agent_id
+        second = frame.get("SecondTransfererUniqueid")
+        members = self._bridges.get(frame.get("SecondBridgeUniqueid") or "", [])
+        target_leg = next((u for u in members if u != second), None)
+        target = self.agent_id(None, None, self._leg_channel.get(target_leg)) if target_leg else None
+        state.transfers += 1
+        if state.answered_at is not None:
+            state.talk_before += max(0.0, (at - state.answered_at).total_seconds())
+            state.answered_at = None
+            state.agent_uniqueid = None
+        attrs: dict[str, Any] = {"kind": "attended", "transfer_to": {"agent_id": target} if target else {}}
+        out = [self._event(state, "call.transferred", f"transferred/{state.transfers}", at, agent_id=agent,
+                           queue=state.queue, attributes=attrs)]
+        if target_leg is not None:
+            out += self._answered(state, target_leg, target, state.queue, at, {"after_transfer": True})
+        return out
 
     # -- hold --------------------------------------------------------------------------------------------
 

@@ -304,3 +304,32 @@ def test_blind_transfer_to_another_queue_and_the_second_answer():
     failed = t.feed(Frame.of(("Event", "BlindTransfer"), ("Result", "Fail"), ("TransfereeLinkedid", "9.1")),
                     RECEIVED)
     assert failed == []
+
+
+def test_attended_transfer_answers_with_the_consulted_agent():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    frames = [
+        {"Event": "QueueCallerJoin", **base, "Queue": "vip", "Timestamp": "100"},
+        {"Event": "AgentConnect", **base, "Queue": "vip", "Interface": "PJSIP/8001", "DestUniqueid": "9.2",
+         "Timestamp": "105"},
+        # agent 8001 consults 8042 on a second channel (its own linked id), both enter the consult bridge
+        {"Event": "Newchannel", "Uniqueid": "9.3", "Linkedid": "9.3", "CallerIDNum": "8001",
+         "Channel": "PJSIP/8001-0000000b"},
+        {"Event": "Newchannel", "Uniqueid": "9.4", "Linkedid": "9.3", "CallerIDNum": "8042",
+         "Channel": "PJSIP/8042-0000000c"},
+        {"Event": "BridgeEnter", "Uniqueid": "9.3", "Linkedid": "9.3", "BridgeUniqueid": "consult"},
+        {"Event": "BridgeEnter", "Uniqueid": "9.4", "Linkedid": "9.3", "BridgeUniqueid": "consult"},
+        {"Event": "AttendedTransfer", "Result": "Success", "OrigTransfererChannel": "PJSIP/8001-0000000a",
+         "OrigTransfererLinkedid": "9.1", "SecondTransfererUniqueid": "9.3", "SecondBridgeUniqueid": "consult",
+         "TransfereeLinkedid": "9.1", "DestType": "Bridge", "Timestamp": "140"},
+        {"Event": "Hangup", **base, "Timestamp": "200"},
+    ]
+    out = []
+    for f in frames:
+        out += t.feed(Frame.of(*f.items()), RECEIVED)
+    got = [(e.type, e.source_event_id, e.agent_id) for e in out if e.interaction_id == "9.1"]
+    assert got[-3:] == [("call.transferred", "9.1/transferred/1", "8001"),
+                        ("call.answered", "9.1/answered/9.4", "8042"),
+                        ("call.ended", "9.1/ended", "8042")]
+    assert out[-1].attributes["talk_seconds"] == 35 + 60
