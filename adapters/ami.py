@@ -459,7 +459,7 @@ class CallTracker:
         for lid in list(self.calls):
             if lid not in by_call:
                 state = self.calls[lid]
-                if state.queue and state.answered_at is None:
+                if state.queue and not self._ever_answered(state):
                     out += self._finish_abandoned(state, at, None, reconciled=True)
                 else:
                     out += self._finish_ended(state, at, None, reconciled=True)
@@ -553,6 +553,11 @@ class CallTracker:
             state.legs.add(lid)
             self._leg_to_call[lid] = lid
         return state
+
+    @staticmethod
+    def _ever_answered(state: CallState) -> bool:
+        """Answered now, or by an agent who transferred the call on (then it is no abandoned call)."""
+        return state.answered_at is not None or state.transfers > 0
 
     @staticmethod
     def _customer_call(state: CallState) -> bool:
@@ -788,7 +793,7 @@ class CallTracker:
             attrs["hangup_cause"] = frame.get("Cause-txt")
         if reconciled:
             attrs["reconciled"] = True
-        outcome = "answered" if state.answered_at or state.talk_before else "not_answered"
+        outcome = "answered" if self._ever_answered(state) else "not_answered"
         return [self._event(state, "call.ended", "ended", at, agent_id=state.agent_id, queue=state.queue,
                             outcome=outcome, attributes=attrs)]
 
@@ -843,7 +848,7 @@ class CallTracker:
         state = self.calls.get(lid)
         if state is None:
             return []
-        if state.queue is not None and state.answered_at is None:
+        if state.queue is not None and not self._ever_answered(state):
             return self._finish_abandoned(state, at, None)
         return self._finish_ended(state, at, frame)
 

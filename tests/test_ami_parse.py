@@ -333,3 +333,19 @@ def test_attended_transfer_answers_with_the_consulted_agent():
                         ("call.answered", "9.1/answered/9.4", "8042"),
                         ("call.ended", "9.1/ended", "8042")]
     assert out[-1].attributes["talk_seconds"] == 35 + 60
+
+
+def test_caller_hanging_up_after_a_transfer_before_the_next_answer_is_ended_not_abandoned():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    out = []
+    for f in (
+        {"Event": "QueueCallerJoin", **base, "Queue": "vip", "Timestamp": "100"},
+        {"Event": "AgentConnect", **base, "Queue": "vip", "Interface": "PJSIP/8001", "DestUniqueid": "9.2",
+         "Timestamp": "105"},
+        {"Event": "BlindTransfer", "Result": "Success", "TransfereeLinkedid": "9.1", "Extension": "loans",
+         "TransfererChannel": "PJSIP/8001-0000000a", "Timestamp": "125"},
+        {"Event": "Hangup", **base, "Timestamp": "140"},
+    ):
+        out += t.feed(Frame.of(*f.items()), RECEIVED)
+    assert (out[-1].type, out[-1].outcome, out[-1].attributes["talk_seconds"]) == ("call.ended", "answered", 20)
