@@ -26,15 +26,15 @@ from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
 from gateway.db.migrate import migrate
 from gateway.embedded import EmbeddedStores
+from gateway.events.ingest import Ingestor
+from gateway.events.partitions import PartitionManager
+from gateway.events.publish import Publisher
+from gateway.identity import IdentityHasher
 from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.views import customers as customer_views
-from gateway.events.ingest import Ingestor
-from gateway.events.partitions import PartitionManager
-from gateway.events.publish import Publisher
-from gateway.identity import IdentityHasher
 from gateway.views import digital, ops
 from gateway.views import events as events_views
 from gateway.views import voice
@@ -153,7 +153,7 @@ def setup_ingest(app: web.Application) -> None:
         maintenance = asyncio.create_task(partitions.maintain(), name="partition-maintenance")
         publisher = Publisher(app[keys.REDIS], app[keys.METRICS])
         publisher.start()
-        ingestor = Ingestor(pool, IdentityHasher(settings.identity_hmac_keys), clock, app[keys.METRICS], publisher,
+        ingestor = Ingestor(pool, app[keys.IDENTITY], clock, app[keys.METRICS], publisher,
                             partitions, workers=settings.ingest_workers, max_batch=settings.ingest_max_batch,
                             window_ms=settings.ingest_commit_window_ms)
         ingestor.start()
