@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from adapters.jsoncheck import reject_nul
+from gateway.jsoncheck import reject_nul
 from gateway.errors import ValidationFailed
 from gateway.events.model import ContactEvent, Identifier
 

@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from adapters.jsoncheck import reject_nul
+from gateway.jsoncheck import reject_nul
 from gateway.errors import PayloadTooLarge, ValidationFailed
 from gateway.events.model import (
     MAX_BATCH,

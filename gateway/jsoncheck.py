@@ -1,4 +1,4 @@
-"""Checks shared by the JSON adapters (pure).
+"""Checks shared by everything that stores posted JSON (pure).
 
 PostgreSQL cannot store U+0000 in ``text`` or ``jsonb``, so a NUL character anywhere in a
 posted document would fail the commit. The adapters refuse it up front, naming the field.
