@@ -21,6 +21,8 @@ class AdapterInfo:
 
 
 ADAPTERS: tuple[AdapterInfo, ...] = (
+    AdapterInfo("email", "email", "adapters.email_mime", "http", "email"),
+    AdapterInfo("imap", "email", "adapters.email_mime", "imap", "email"),
 )
 
 

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from adapters.imap_poller import setup_imap
 from gateway import keys
 from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
@@ -28,6 +29,7 @@ from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
+from gateway.views import email as email_views
 from gateway.views import ops
 
 log = structlog.get_logger("gateway.app")
@@ -105,6 +107,7 @@ def setup_templates(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
+    email_views.setup_routes(app, api)
 
 
 def create_app(
@@ -127,6 +130,7 @@ def create_app(
     setup_redis(app)
     setup_templates(app)
     setup_routes(app)
+    setup_imap(app)
     for step in extra_setup or ():
         step(app)
     return app

@@ -10,6 +10,8 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.imap_poller import ImapPoller
+
     from gateway.clock import Clock
     from gateway.events.sink import EventSink
     from gateway.metrics import Metrics
@@ -25,3 +27,4 @@ REDIS_URL: web.AppKey[str] = web.AppKey("redis_url")
 DB: web.AppKey[asyncpg.Pool] = web.AppKey("db")
 REDIS: web.AppKey[Redis] = web.AppKey("redis")
 INGEST: web.AppKey[EventSink] = web.AppKey("ingest")
+IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")
