@@ -10,6 +10,7 @@ built on them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -29,7 +30,12 @@ from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
+from gateway.events.ingest import Ingestor
+from gateway.events.partitions import PartitionManager
+from gateway.events.publish import Publisher
+from gateway.identity import IdentityHasher
 from gateway.views import email as email_views
+from gateway.views import events as events_views
 from gateway.views import ops
 
 log = structlog.get_logger("gateway.app")
@@ -95,6 +101,34 @@ def setup_redis(app: web.Application) -> None:
     app.cleanup_ctx.append(redis_ctx)
 
 
+def setup_ingest(app: web.Application) -> None:
+    """The event sink: partitions ahead of time, the Redis publisher, the group-commit ingestor."""
+    settings = app[keys.SETTINGS]
+
+    async def ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool, clock = app[keys.DB], app[keys.CLOCK]
+        partitions = PartitionManager(pool, clock)
+        await partitions.load()
+        await partitions.ensure_ahead()
+        maintenance = asyncio.create_task(partitions.maintain(), name="partition-maintenance")
+        publisher = Publisher(app[keys.REDIS], app[keys.METRICS])
+        publisher.start()
+        ingestor = Ingestor(pool, IdentityHasher(settings.identity_hmac_keys), clock, app[keys.METRICS], publisher,
+                            partitions, workers=settings.ingest_workers, max_batch=settings.ingest_max_batch,
+                            window_ms=settings.ingest_commit_window_ms)
+        ingestor.start()
+        app[keys.INGEST] = ingestor
+        app[keys.PUBLISHER] = publisher
+        yield
+        await ingestor.stop()
+        await publisher.stop()
+        maintenance.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await maintenance
+
+    app.cleanup_ctx.append(ingest_ctx)
+
+
 def setup_templates(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
         app,
@@ -107,6 +141,7 @@ def setup_templates(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
+    events_views.setup_routes(app, api)
     email_views.setup_routes(app, api)
 
 
@@ -128,6 +163,7 @@ def create_app(
     setup_embedded_stores(app)
     setup_postgres(app)
     setup_redis(app)
+    setup_ingest(app)
     setup_templates(app)
     setup_routes(app)
     setup_imap(app)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from adapters.imap_poller import ImapPoller
 
     from gateway.clock import Clock
+    from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
     from gateway.metrics import Metrics
     from gateway.openapi import ApiRegistry
@@ -27,4 +28,5 @@ REDIS_URL: web.AppKey[str] = web.AppKey("redis_url")
 DB: web.AppKey[asyncpg.Pool] = web.AppKey("db")
 REDIS: web.AppKey[Redis] = web.AppKey("redis")
 INGEST: web.AppKey[EventSink] = web.AppKey("ingest")
+PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
 IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")

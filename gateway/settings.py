@@ -77,7 +77,7 @@ class SourceSettings:
 
 _SOURCE_KEYS = {"auth", "api_key", "api_keys", "webhook_secret", "webhook_secrets", "channels", "scopes"}
 _SOURCE_AUTH = {"api_key", "webhook", "none"}
-_SOURCE_SCOPES = {"events", "customers"}
+_SOURCE_SCOPES = {"events", "customers", "read", "link"}
 
 
 def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
@@ -129,6 +129,13 @@ class Settings:
                       "`webhook_secrets`, `channels`, `scopes`.")
     )
     demo: bool = dataclasses.field(metadata=_doc("Seed demo data on start when the database is empty."))
+    ingest_workers: int = dataclasses.field(
+        metadata=_doc("Concurrent group-commit transactions (each takes one pooled connection).")
+    )
+    ingest_max_batch: int = dataclasses.field(metadata=_doc("Most events committed in one group transaction."))
+    ingest_commit_window_ms: float = dataclasses.field(
+        metadata=_doc("How long a lone event may wait for others to share its commit (0: never wait).")
+    )
     imap: ImapSettings = dataclasses.field(metadata=_doc("The IMAP poller, table `[imap]`."))
 
     @property
@@ -381,6 +388,12 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'max_body_bytes': must be at least 1024")
     if s.shutdown_grace_seconds < 0:
         raise SettingsError("setting 'shutdown_grace_seconds': must not be negative")
+    if not 1 <= s.ingest_workers < s.db_pool_max:
+        raise SettingsError("setting 'ingest_workers': must be at least 1 and below db_pool_max")
+    if not 1 <= s.ingest_max_batch <= 50_000:
+        raise SettingsError("setting 'ingest_max_batch': must be between 1 and 50000")
+    if not 0 <= s.ingest_commit_window_ms <= 100:
+        raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
     _check_imap(s.imap)
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")

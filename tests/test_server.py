@@ -107,16 +107,19 @@ async def test_serve_with_embedded_stores_end_to_end(tmp_path, unused_tcp_port):
     )
     try:
         url = f"http://127.0.0.1:{unused_tcp_port}"
+        status = None
         async with aiohttp.ClientSession() as session:
-            for _ in range(240):
+            for _ in range(720):  # initdb of a fresh embedded PostgreSQL is slow on a loaded machine
+                assert proc.returncode is None, (await proc.stderr.read()).decode()[-2000:]
                 try:
                     resp = await session.get(url + "/readyz")
-                    if resp.status == 200:
+                    status = resp.status
+                    if status == 200:
                         break
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.25)
-            assert resp.status == 200
+        assert status == 200
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
         err = (await proc.stderr.read()).decode()

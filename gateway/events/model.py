@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from gateway.errors import ValidationFailed
+from gateway.errors import BadRequest, ValidationFailed
 from gateway.events.types import EVENT_TYPES
 
 Channel = Literal[
@@ -96,7 +96,7 @@ _encoder = msgspec.json.Encoder()
 _convert_path = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
-def _field_from_msgspec(message: str) -> tuple[str, str]:
+def field_from_msgspec(message: str) -> tuple[str, str]:
     """Split msgspec's ``"Expected `str`, got `int` - at `$.identifiers[0].value`"`` into (field, message)."""
     m = _convert_path.search(message)
     path = m.group("path").lstrip(".") if m else ""
@@ -126,7 +126,7 @@ def event_from_obj(obj: Any, prefix: str = "") -> ContactEvent:
     try:
         event = msgspec.convert(obj, ContactEvent)
     except msgspec.ValidationError as exc:
-        field, message = _field_from_msgspec(str(exc))
+        field, message = field_from_msgspec(str(exc))
         raise ValidationFailed.field(prefix + field if field else prefix.rstrip(".") or "body", message) from None
     return check_event(event, prefix)
 
@@ -136,18 +136,19 @@ def decode_event(body: bytes) -> ContactEvent:
     try:
         event = _event_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        field, message = _field_from_msgspec(str(exc))
+        field, message = field_from_msgspec(str(exc))
         raise ValidationFailed.field(field or "body", message) from None
     except msgspec.DecodeError as exc:
-        raise ValidationFailed.field("body", f"invalid JSON: {exc}") from None
+        raise BadRequest(f"invalid JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON"}]) from None
     return check_event(event)
 
 
 def decode_json(body: bytes) -> Any:
+    """Decode any JSON; unreadable JSON is a 400 naming the body."""
     try:
         return _any_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise ValidationFailed.field("body", f"invalid JSON: {exc}") from None
+        raise BadRequest(f"invalid JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON"}]) from None
 
 
 def encode(obj: Any) -> bytes:

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from adapters import email_mime
 from gateway import keys
-from gateway.auth import authenticate, source_may_post
+from gateway.auth import source_may_post
 from gateway.errors import BadRequest, Forbidden, UnsupportedMediaType, ValidationFailed
 from gateway.openapi import ApiRegistry, add_route, json_response
+from gateway.views.access import require_source
 
 ACCEPTED_TYPES = ("message/rfc822",)
 
@@ -41,12 +42,14 @@ RESULT_SCHEMA: dict[str, Any] = {
 
 async def inbound(request: web.Request) -> web.Response:
     """Parse one raw mail, submit its event, answer after commit."""
-    if request.content_type not in ACCEPTED_TYPES:
-        raise UnsupportedMediaType(f"send the raw mail as message/rfc822 (got {request.content_type or 'none'})")
     body = await request.read()
-    settings = request.app[keys.SETTINGS]
+    principal = await require_source(request, "events", body)
+    source = principal.source
+    assert source is not None
+    if request.content_type not in ACCEPTED_TYPES:
+        raise UnsupportedMediaType(f"send the raw mail as message/rfc822 (got {request.content_type or 'none'})",
+                                   errors=[{"field": "Content-Type", "message": "unsupported"}])
     now = request.app[keys.CLOCK].now()
-    source, _ = authenticate(request.headers, body, settings.sources, now)
     if not body.strip():
         raise BadRequest("empty body: send one raw RFC 822 message",
                          errors=[{"field": "body", "message": "empty"}])

@@ -1,0 +1,433 @@
+"""Ingest: validate → resolve identity → group-commit → acknowledge → publish (DESIGN.md §4–§5).
+
+:class:`Ingestor` is the :class:`gateway.events.sink.EventSink` of the app.
+``submit(events)`` prepares the events in-process (identifier normalisation,
+keyed hashes, masked forms, ids, the interaction each belongs to), then queues
+them for a committer. Committers take everything queued — the submissions of
+many concurrent requests — and write it in **one transaction** (group commit);
+each submitter's future is resolved only after that transaction committed, so
+a 2xx is never sent for an event that is not durable. While one transaction
+is running the next group is forming, so batching adapts to load without a
+fixed delay; ``commit_window_ms`` only caps how long a lone event may wait for
+company.
+
+Inside the transaction:
+
+1. dedupe keys are inserted (``ON CONFLICT DO NOTHING``): PostgreSQL decides
+   what is new; a retried event answers *duplicate* with the original's id;
+2. identifiers are resolved against ``customer_identifiers`` by digest;
+3. events are inserted (one statement for the whole group);
+4. interactions are upserted, merging state so that out-of-order and repeated
+   events converge (later lifecycle states win, a link only moves to a
+   stronger one);
+5. an ``identity.linked`` event that resolves to one customer teaches the
+   gateway its device ids, and earlier interactions carrying them are linked.
+
+After commit the events are offered to the :class:`Publisher` (Redis), which
+never blocks ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+
+from gateway.clock import Clock, new_id
+from gateway.db.pool import UNAVAILABLE_ERRORS
+from gateway.errors import StoreUnavailable
+from gateway.events import store
+from gateway.events.model import ContactEvent, encode
+from gateway.events.partitions import PartitionManager, month_of
+from gateway.events.publish import Publisher
+from gateway.events.sink import IngestResult
+from gateway.events.types import CALL_STATE_ORDER, EVENT_TYPES
+from gateway.identity import IdentityHasher, InvalidIdentifier, mask, normalize
+from gateway.metrics import Metrics
+
+log = structlog.get_logger("gateway.ingest")
+
+INTERACTION_NAMESPACE = uuid.UUID("6f1c2b7e-3d4a-5b8c-9e0f-1a2b3c4d5e6f")
+INTERNAL_INTERACTION_PREFIX = "cg:"
+
+STRONG_KINDS = frozenset({"customer_no", "national_id", "card_no", "account_no", "online_user_id"})
+# link_strength: 0 unidentified, 1 ambiguous, 2 identified by a weak identifier, 3 by a strong one, 9 by hand
+STRENGTH_AMBIGUOUS, STRENGTH_WEAK, STRENGTH_STRONG, STRENGTH_MANUAL = 1, 2, 3, 9
+
+_CHANNEL_KIND = {"voice": "call", "email": "thread", "branch": "visit"}
+_ENDING_TYPES = frozenset({"call.ended", "call.abandoned", "session.ended", "complaint.closed"})
+_STATUS = {
+    "session.started": ("active", 1), "session.ended": ("ended", 4),
+    "message.received": ("open", 1), "message.sent": ("replied", 2),
+    "complaint.opened": ("open", 1), "complaint.updated": ("open", 1), "complaint.closed": ("closed", 4),
+    "survey.answered": ("recorded", 4), "feedback.received": ("recorded", 4),
+    "appointment.booked": ("booked", 1), "visit.checked_in": ("visited", 3),
+}
+
+
+def interaction_uuid(source: str, external_id: str) -> uuid.UUID:
+    """The interaction's id: computable in-process from the channel's own key."""
+    if external_id.startswith(INTERNAL_INTERACTION_PREFIX):
+        with contextlib.suppress(ValueError):
+            return uuid.UUID(external_id[len(INTERNAL_INTERACTION_PREFIX):])
+    return uuid.uuid5(INTERACTION_NAMESPACE, f"{source}\x1f{external_id}")
+
+
+def interaction_kind(event: ContactEvent) -> str:
+    kind = EVENT_TYPES[event.type][0]
+    if kind == "any":
+        return _CHANNEL_KIND.get(event.channel, "session")
+    return kind
+
+
+def state_of(event: ContactEvent) -> tuple[str, int]:
+    if event.type in CALL_STATE_ORDER:
+        return CALL_STATE_ORDER[event.type]
+    return _STATUS.get(event.type, ("active" if interaction_kind(event) == "session" else "open", 0))
+
+
+@dataclasses.dataclass(slots=True)
+class Prepared:
+    """An event ready for the transaction: everything that needs no database computed in-process."""
+
+    event: ContactEvent
+    key: tuple[str, str]
+    event_id: uuid.UUID
+    received_at: dt.datetime
+    interaction_id: uuid.UUID
+    external_interaction_id: str
+    kind: str
+    identifiers: list[dict[str, str]]                 # [{kind, masked}]
+    lookups: list[tuple[str, list[bytes], str]]       # (kind, digests under every key, masked)
+    digests: list[bytes]                              # newest-key digests, kept on the interaction
+    customer_id: int | None = None
+    identification: str = "unidentified"
+    candidates: tuple[int, ...] = ()
+    strength: int = 0
+    linked_by: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Committed:
+    results: dict[tuple[str, str], IngestResult]
+    first: dict[tuple[str, str], Prepared]   # which submission of a key was written (the others are duplicates)
+
+
+@dataclasses.dataclass(slots=True)
+class _Job:
+    items: list[Prepared]
+    future: asyncio.Future[_Committed]
+
+
+class Ingestor:
+    """The app's event sink: group commit with acknowledgement after commit."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        hasher: IdentityHasher,
+        clock: Clock,
+        metrics: Metrics,
+        publisher: Publisher | None,
+        partitions: PartitionManager,
+        *,
+        workers: int = 2,
+        max_batch: int = 2000,
+        window_ms: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._hasher = hasher
+        self._clock = clock
+        self._metrics = metrics
+        self._publisher = publisher
+        self._partitions = partitions
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._workers = workers
+        self._max_batch = max_batch
+        self._window = window_ms / 1000
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._committer(), name=f"committer-{i}") for i in range(self._workers)]
+
+    async def stop(self) -> None:
+        while not self._queue.empty():  # let queued jobs commit before the pool closes
+            await asyncio.sleep(0.01)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    # -- preparation (no I/O) ----------------------------------------------------------------------
+    def prepare(self, event: ContactEvent, index: int = 0) -> Prepared | IngestResult:
+        identifiers: list[dict[str, str]] = []
+        lookups: list[tuple[str, list[bytes], str]] = []
+        digests: list[bytes] = []
+        for i, ident in enumerate(event.identifiers):
+            try:
+                normalized = normalize(ident.kind, ident.value)
+            except InvalidIdentifier as exc:
+                return IngestResult("rejected", event.source_event_id, field=f"identifiers[{i}].value",
+                                    message=str(exc))
+            masked = mask(ident.kind, normalized)
+            all_digests = self._hasher.all_digests(ident.kind, normalized)
+            identifiers.append({"kind": ident.kind, "masked": masked})
+            lookups.append((ident.kind, all_digests, masked))
+            digests.append(all_digests[0])
+        external = event.interaction_id or f"event:{event.source_event_id}"
+        return Prepared(
+            event=event,
+            key=(event.source, event.source_event_id),
+            event_id=new_id(),
+            received_at=self._clock.now(),
+            interaction_id=interaction_uuid(event.source, external),
+            external_interaction_id=external,
+            kind=interaction_kind(event),
+            identifiers=identifiers,
+            lookups=lookups,
+            digests=digests,
+        )
+
+    # -- the sink ---------------------------------------------------------------------------------------
+    async def submit(self, events: Sequence[ContactEvent]) -> list[IngestResult]:
+        """Store the events; return one result per event after the commit (see the module docstring)."""
+        prepared: list[Prepared | IngestResult] = [self.prepare(e, i) for i, e in enumerate(events)]
+        items = [p for p in prepared if isinstance(p, Prepared)]
+        committed = _Committed({}, {})
+        if items:
+            await self._partitions_for(items)
+            fut: asyncio.Future[_Committed] = asyncio.get_running_loop().create_future()
+            await self._queue.put(_Job(items, fut))
+            committed = await fut
+        out: list[IngestResult] = []
+        seen: dict[tuple[str, str], IngestResult] = {}
+        for p in prepared:
+            if isinstance(p, IngestResult):
+                out.append(p)
+                self._metrics.events_ingested.labels("-", "rejected").inc()
+                continue
+            result = committed.results[p.key]
+            if p.key in seen or (result.status == "accepted" and committed.first[p.key] is not p):
+                # the same event twice in one group (a concurrent retry, or twice in one request):
+                # only the first was written; the others answer as its duplicates
+                result = IngestResult("duplicate", p.event.source_event_id, result.event_id, result.interaction_id,
+                                      result.customer_id)
+            seen[p.key] = result
+            out.append(result)
+            self._metrics.events_ingested.labels(p.event.channel, result.status).inc()
+        return out
+
+    async def _partitions_for(self, items: Sequence[Prepared]) -> None:
+        try:
+            await self._partitions.ensure({month_of(p.event.occurred_at) for p in items})
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable("PostgreSQL is unreachable", store="postgresql") from exc
+
+    # -- group commit -----------------------------------------------------------------------------------
+    async def _take_group(self) -> list[_Job]:
+        jobs = [await self._queue.get()]
+        size = len(jobs[0].items)
+        while size < self._max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                if self._window <= 0 or len(jobs) > 1:
+                    break
+                await asyncio.sleep(self._window)
+                if self._queue.empty():
+                    break
+                continue
+            jobs.append(job)
+            size += len(job.items)
+        return jobs
+
+    async def _committer(self) -> None:
+        while True:
+            jobs = await self._take_group()
+            try:
+                results = await self._commit([p for j in jobs for p in j.items])
+            except UNAVAILABLE_ERRORS as exc:
+                err = StoreUnavailable("PostgreSQL is unreachable", store="postgresql")
+                err.__cause__ = exc
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(err)
+                continue
+            except Exception as exc:  # a bug or a constraint we did not foresee: fail these requests, go on
+                log.exception("ingest.commit_failed", events=sum(len(j.items) for j in jobs))
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                continue
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_result(results)
+
+    async def _commit(self, items: list[Prepared]) -> _Committed:
+        # First occurrence of each key only; later copies in the same group are answered from it.
+        unique: dict[tuple[str, str], Prepared] = {}
+        for p in items:
+            unique.setdefault(p.key, p)
+        ordered = sorted(unique.values(), key=lambda p: p.key)
+        async with self._pool.acquire() as conn, conn.transaction():
+            new_keys = await store.insert_keys(conn, [
+                (p.key[0], p.key[1], p.event_id, p.event.occurred_at, p.interaction_id) for p in ordered
+            ])
+            fresh = [p for p in ordered if p.key in new_keys]
+            old = await store.select_keys(conn, [p.key for p in ordered if p.key not in new_keys])
+            if fresh:
+                await self._resolve(conn, fresh)
+                await store.insert_events(conn, self._event_columns(fresh))
+                await store.upsert_interactions(conn, self._interaction_rows(fresh))
+                await self._learn(conn, fresh)
+                links = await store.interaction_links(conn, sorted({p.interaction_id for p in fresh}))
+            else:
+                links = {}
+        results: dict[tuple[str, str], IngestResult] = {}
+        messages = []
+        for p in fresh:
+            customer_id = links.get(p.interaction_id, (p.customer_id, ""))[0]
+            results[p.key] = IngestResult("accepted", p.event.source_event_id, str(p.event_id),
+                                          str(p.interaction_id), customer_id)
+            messages.append(self._message(p, customer_id))
+        for key, (event_id, interaction_id) in old.items():
+            results[key] = IngestResult("duplicate", key[1], str(event_id), str(interaction_id))
+        if self._publisher is not None:
+            self._publisher.offer(messages)
+        return _Committed(results, unique)
+
+    # -- identity -----------------------------------------------------------------------------------------
+    async def _resolve(self, conn: asyncpg.Connection, items: Sequence[Prepared]) -> None:
+        wanted = [d for p in items for (_k, ds, _m) in p.lookups for d in ds]
+        matches = await store.resolve_digests(conn, wanted)
+        for p in items:
+            strong: list[set[int]] = []
+            weak: list[set[int]] = []
+            kinds_by_set: list[tuple[str, set[int]]] = []
+            for kind, ds, _masked in p.lookups:
+                found: set[int] = set()
+                for d in ds:
+                    found |= matches.get(d, set())
+                if found:
+                    (strong if kind in STRONG_KINDS else weak).append(found)
+                    kinds_by_set.append((kind, found))
+            groups = strong or weak
+            if not groups:
+                continue
+            base = set.intersection(*groups)
+            if not base:
+                base = set.union(*groups)
+            if len(base) == 1:
+                (customer_id,) = base
+                p.customer_id = customer_id
+                p.identification = "identified"
+                p.strength = STRENGTH_STRONG if strong else STRENGTH_WEAK
+                kind = next(k for k, s in kinds_by_set if customer_id in s and (k in STRONG_KINDS) == bool(strong))
+                p.linked_by = f"auto:{kind}"
+            else:
+                p.identification = "ambiguous"
+                p.candidates = tuple(sorted(base))
+                p.strength = STRENGTH_AMBIGUOUS
+
+    async def _learn(self, conn: asyncpg.Connection, items: Sequence[Prepared]) -> None:
+        """identity.linked resolved strongly to one customer: learn its device ids, relink the past."""
+        for p in items:
+            if p.event.type != "identity.linked" or p.strength != STRENGTH_STRONG or p.customer_id is None:
+                continue
+            learned = [(kind, ds[0], masked) for kind, ds, masked in p.lookups if kind == "device_id"]
+            if not learned:
+                continue
+            version = self._hasher.key_version
+            await store.learn_identifiers(conn, [(p.customer_id, k, d, m, version) for k, d, m in learned])
+            relinked = await store.relink_by_digests(conn, p.customer_id, [d for _k, d, _m in learned],
+                                                     STRENGTH_WEAK, "auto:device_id")
+            await store.add_link_history(conn, relinked, "auto", p.customer_id, f"source:{p.event.source}",
+                                         "device linked by identity.linked")
+
+    # -- rows -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _event_columns(items: Sequence[Prepared]) -> list[list[Any]]:
+        cols: list[list[Any]] = [[] for _ in range(19)]
+        for p in items:
+            e = p.event
+            row = (p.event_id, e.occurred_at, p.received_at, e.source, e.source_event_id, e.channel, e.type,
+                   p.interaction_id, p.external_interaction_id, p.customer_id, p.identification,
+                   encode(p.identifiers).decode(), e.agent_id, e.queue, e.direction, e.subject, e.outcome,
+                   e.reason, encode(e.attributes).decode())
+            for c, v in zip(cols, row, strict=True):
+                c.append(v)
+        return cols
+
+    @staticmethod
+    def _interaction_rows(items: Sequence[Prepared]) -> list[tuple[Any, ...]]:
+        by_id: dict[uuid.UUID, list[Prepared]] = {}
+        for p in items:
+            by_id.setdefault(p.interaction_id, []).append(p)
+        rows = []
+        for iid in sorted(by_id):
+            group = sorted(by_id[iid], key=lambda p: p.event.occurred_at)
+            first, last = group[0], group[-1]
+            best = max(group, key=lambda p: p.strength)
+            status, rank = max((state_of(p.event) for p in group), key=lambda s: s[1])
+            answered = [p.event.occurred_at for p in group if p.event.type == "call.answered"]
+            ended = [p.event.occurred_at for p in group if p.event.type in _ENDING_TYPES]
+            talk = hold = None
+            for p in group:
+                if p.event.type == "call.ended":
+                    talk = _num(p.event.attributes.get("talk_seconds"), talk)
+                    hold = _num(p.event.attributes.get("hold_seconds"), hold)
+
+            def latest(attr: str, group: list[Prepared] = group) -> Any:
+                for p in reversed(group):
+                    v = getattr(p.event, attr)
+                    if v is not None:
+                        return v
+                return None
+
+            def earliest(attr: str, group: list[Prepared] = group) -> Any:
+                for p in group:
+                    v = getattr(p.event, attr)
+                    if v is not None:
+                        return v
+                return None
+
+            digests = sorted({d for p in group for d in p.digests})
+            identification = best.identification
+            rows.append((
+                iid, first.event.source, first.external_interaction_id, first.kind, first.event.channel,
+                best.customer_id, identification, list(best.candidates), best.strength, best.linked_by,
+                digests, status, rank, first.event.occurred_at, min(answered) if answered else None,
+                max(ended) if ended else None, last.event.occurred_at, talk, hold, latest("agent_id"),
+                earliest("queue"), earliest("direction"), earliest("subject"), latest("outcome"), latest("reason"),
+                len(group), last.event.type,
+            ))
+        return rows
+
+    @staticmethod
+    def _message(p: Prepared, customer_id: int | None) -> dict[str, Any]:
+        e = p.event
+        return {
+            "id": str(p.event_id), "type": e.type, "channel": e.channel, "source": e.source,
+            "occurred_at": e.occurred_at.isoformat(), "interaction_id": str(p.interaction_id),
+            "customer_id": customer_id, "identification": p.identification,
+            "candidates": list(p.candidates), "agent_id": e.agent_id, "queue": e.queue,
+            "identifiers": p.identifiers,
+        }
+
+
+def _num(value: Any, default: float | None) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return default

@@ -1,0 +1,128 @@
+"""After-commit publication of events on Redis, never blocking ingest.
+
+Ingest hands each committed batch to :meth:`Publisher.offer`, which only puts
+it on a bounded in-memory queue. One task drains the queue and, per batch, in
+one pipeline: publishes every event on the all-events channel, its
+customer's channel and its agent's channel, and deletes the cached
+screen-pop summaries of the customers concerned.
+
+While Redis is down the task counts what it could not publish
+(``cg_events_publish_failed_total``) and backs off; it recovers by itself when
+Redis answers again. Pub/sub is fire-and-forget (subscribers reconcile from
+PostgreSQL, the source of truth), but cache invalidations are not: the ones
+that failed are kept and replayed on recovery, so no stale summary survives an
+outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway import redis_keys
+from gateway.events.model import encode
+from gateway.metrics import Metrics
+
+log = structlog.get_logger("gateway.publish")
+
+QUEUE_BATCHES = 10_000
+MAX_PENDING_INVALIDATIONS = 100_000
+BACKOFF_START = 0.2
+BACKOFF_MAX = 5.0
+
+
+class Publisher:
+    def __init__(self, redis: Redis, metrics: Metrics) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._queue: asyncio.Queue[Sequence[dict[str, Any]]] = asyncio.Queue(QUEUE_BATCHES)
+        self._pending_invalidations: set[int] = set()
+        self._invalidate_all = False
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def offer(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Queue a committed batch for publication; never waits. A full queue counts as unpublished."""
+        if not messages:
+            return
+        try:
+            self._queue.put_nowait(messages)
+        except asyncio.QueueFull:
+            self._metrics.events_publish_failed.inc(len(messages))
+            for m in messages:
+                if m.get("customer_id") is not None:
+                    self._remember(m["customer_id"])
+
+    def _remember(self, customer_id: int) -> None:
+        if len(self._pending_invalidations) >= MAX_PENDING_INVALIDATIONS:
+            self._invalidate_all = True
+            self._pending_invalidations.clear()
+        else:
+            self._pending_invalidations.add(customer_id)
+
+    async def _replay_invalidations(self) -> None:
+        if self._invalidate_all:
+            async for key in self._redis.scan_iter(match=redis_keys.summary_cache("*"), count=1000):
+                await self._redis.delete(key)
+            self._invalidate_all = False
+        if self._pending_invalidations:
+            ids = list(self._pending_invalidations)
+            await self._redis.delete(*(redis_keys.summary_cache(str(c)) for c in ids))
+            self._pending_invalidations.difference_update(ids)
+
+    async def _publish(self, messages: Sequence[dict[str, Any]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        customers = set()
+        for m in messages:
+            payload = encode(m)
+            pipe.publish(redis_keys.ALL_EVENTS_CHANNEL, payload)
+            if m.get("customer_id") is not None:
+                customers.add(m["customer_id"])
+                pipe.publish(redis_keys.customer_channel(str(m["customer_id"])), payload)
+            if m.get("agent_id"):
+                pipe.publish(redis_keys.agent_channel(m["agent_id"]), payload)
+        if customers:
+            pipe.delete(*(redis_keys.summary_cache(str(c)) for c in customers))
+        await pipe.execute()
+
+    async def run(self) -> None:
+        backoff = BACKOFF_START
+        while True:
+            batch = await self._queue.get()
+            try:
+                if self._pending_invalidations or self._invalidate_all:
+                    await self._replay_invalidations()
+                await self._publish(batch)
+                self.published += len(batch)
+                backoff = BACKOFF_START
+            except (RedisError, OSError) as exc:
+                self._metrics.events_publish_failed.inc(len(batch))
+                for m in batch:
+                    if m.get("customer_id") is not None:
+                        self._remember(m["customer_id"])
+                log.warning("events.publish_failed", events=len(batch), error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="event-publisher")
+
+    async def drain(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until the queue is empty; used at shutdown and by tests."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self._queue.empty():
+                    await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

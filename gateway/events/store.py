@@ -1,0 +1,323 @@
+"""SQL of the contact history: event keys, events, interactions, links. Every query is named.
+
+Rows leave this module as frozen value objects (:class:`InteractionRow`,
+:class:`EventRow`), never as ``asyncpg.Record``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from gateway.db.pool import execute, executemany, fetch, fetchrow
+
+INSERT_KEYS = """
+INSERT INTO event_keys (source, source_event_id, event_id, occurred_at, interaction_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::timestamptz[], $5::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING source, source_event_id
+"""
+
+SELECT_KEYS = """
+SELECT k.source, k.source_event_id, k.event_id, k.interaction_id
+FROM unnest($1::text[], $2::text[]) AS q(source, source_event_id)
+JOIN event_keys k USING (source, source_event_id)
+"""
+
+RESOLVE_DIGESTS = """
+SELECT digest, customer_id FROM customer_identifiers WHERE digest = ANY($1::bytea[])
+"""
+
+INSERT_EVENTS = """
+INSERT INTO events (id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id,
+                    external_interaction_id, customer_id, identification, identifiers, agent_id, queue,
+                    direction, subject, outcome, reason, attributes)
+SELECT id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id, external_id,
+       customer_id, identification, identifiers::jsonb, agent_id, queue, direction, subject, outcome, reason,
+       attributes::jsonb
+FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::uuid[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[],
+            $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
+     AS t(id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id, external_id,
+          customer_id, identification, identifiers, agent_id, queue, direction, subject, outcome, reason,
+          attributes)
+"""
+
+# One row per interaction touched by a batch (aggregated in Python first, sorted by id so that
+# concurrent batches lock interactions in the same order). Later states win by rank; timestamps
+# merge with least/greatest; the customer link only moves to a stronger one (manual links are 9).
+UPSERT_INTERACTION = """
+INSERT INTO interactions AS i (
+    id, source, external_id, kind, channel, customer_id, identification, candidates, link_strength, linked_by,
+    identifier_digests, status, state_rank, started_at, answered_at, ended_at, last_event_at, talk_seconds,
+    hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+        $23, $24, $25, $26, $27)
+ON CONFLICT (id) DO UPDATE SET
+    customer_id = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.customer_id ELSE i.customer_id END,
+    identification = CASE WHEN excluded.link_strength > i.link_strength
+                          THEN excluded.identification ELSE i.identification END,
+    candidates = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.candidates ELSE i.candidates END,
+    linked_by = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.linked_by ELSE i.linked_by END,
+    link_strength = greatest(i.link_strength, excluded.link_strength),
+    identifier_digests = ARRAY(SELECT DISTINCT d FROM unnest(i.identifier_digests || excluded.identifier_digests) d),
+    status = CASE WHEN excluded.state_rank >= i.state_rank THEN excluded.status ELSE i.status END,
+    state_rank = greatest(i.state_rank, excluded.state_rank),
+    started_at = least(i.started_at, excluded.started_at),
+    answered_at = least(i.answered_at, excluded.answered_at),
+    ended_at = greatest(i.ended_at, excluded.ended_at),
+    last_event_at = greatest(i.last_event_at, excluded.last_event_at),
+    talk_seconds = coalesce(excluded.talk_seconds, i.talk_seconds),
+    hold_seconds = coalesce(excluded.hold_seconds, i.hold_seconds),
+    agent_id = CASE WHEN excluded.last_event_at >= i.last_event_at THEN coalesce(excluded.agent_id, i.agent_id)
+                    ELSE coalesce(i.agent_id, excluded.agent_id) END,
+    queue = coalesce(i.queue, excluded.queue),
+    direction = coalesce(i.direction, excluded.direction),
+    subject = CASE WHEN excluded.started_at < i.started_at THEN coalesce(excluded.subject, i.subject)
+                   ELSE coalesce(i.subject, excluded.subject) END,
+    outcome = CASE WHEN excluded.last_event_at >= i.last_event_at THEN coalesce(excluded.outcome, i.outcome)
+                   ELSE coalesce(i.outcome, excluded.outcome) END,
+    reason = CASE WHEN excluded.last_event_at >= i.last_event_at THEN coalesce(excluded.reason, i.reason)
+                  ELSE coalesce(i.reason, excluded.reason) END,
+    event_count = i.event_count + excluded.event_count,
+    last_type = CASE WHEN excluded.last_event_at >= i.last_event_at THEN excluded.last_type ELSE i.last_type END,
+    updated_at = now()
+"""
+
+SELECT_INTERACTION_LINKS = """
+SELECT id, customer_id, identification FROM interactions WHERE id = ANY($1::uuid[])
+"""
+
+LEARN_IDENTIFIER = """
+INSERT INTO customer_identifiers (customer_id, kind, digest, masked, key_version, origin)
+VALUES ($1, $2, $3, $4, $5, 'learned')
+ON CONFLICT DO NOTHING
+"""
+
+RELINK_BY_DIGESTS = """
+UPDATE interactions
+SET customer_id = $1, identification = 'identified', candidates = '{}', link_strength = $3, linked_by = $4,
+    updated_at = now()
+WHERE identifier_digests && $2::bytea[] AND link_strength < $3
+RETURNING id
+"""
+
+INSERT_LINK_HISTORY = """
+INSERT INTO interaction_links (interaction_id, action, customer_id, actor, reason)
+SELECT unnest($1::uuid[]), $2, $3, $4, $5
+"""
+
+SET_LINK = """
+UPDATE interactions
+SET customer_id = $2, identification = $3, candidates = '{}', link_strength = 9, linked_by = $4, updated_at = now()
+WHERE id = $1
+RETURNING id
+"""
+
+INTERACTION_COLUMNS = """
+    id, source, external_id, kind, channel, customer_id, identification, candidates, linked_by, status,
+    started_at, answered_at, ended_at, last_event_at, handle_seconds, talk_seconds, hold_seconds, agent_id,
+    queue, direction, subject, outcome, reason, event_count, last_type
+"""
+
+GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM interactions WHERE id = $1"
+
+# Keyset pagination on (started_at, id), newest first. $2/$3: the cursor (NULL for the first page),
+# $4/$5: channel filter (NULL: all) and time window, $6: page size.
+LIST_CUSTOMER_INTERACTIONS = f"""
+SELECT {INTERACTION_COLUMNS} FROM interactions
+WHERE customer_id = $1
+  AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+  AND ($4::text[] IS NULL OR channel = ANY($4))
+  AND ($5::timestamptz IS NULL OR started_at >= $5)
+  AND ($6::timestamptz IS NULL OR started_at < $6)
+ORDER BY started_at DESC, id DESC
+LIMIT $7
+"""
+
+EVENT_COLUMNS = """
+    id, source, source_event_id, channel, type, occurred_at, received_at, interaction_id, customer_id,
+    identification, identifiers, agent_id, queue, direction, subject, outcome, reason, attributes
+"""
+
+LIST_INTERACTION_EVENTS = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE interaction_id = $1 AND occurred_at >= $2 AND occurred_at <= $3
+ORDER BY occurred_at DESC, id DESC
+LIMIT $4
+"""
+
+LIST_LINK_HISTORY = """
+SELECT at, action, customer_id, actor, reason FROM interaction_links WHERE interaction_id = $1 ORDER BY at, id
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InteractionRow:
+    id: uuid.UUID
+    source: str
+    external_id: str
+    kind: str
+    channel: str
+    customer_id: int | None
+    identification: str
+    candidates: tuple[int, ...]
+    linked_by: str | None
+    status: str
+    started_at: dt.datetime
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    last_event_at: dt.datetime
+    handle_seconds: float | None
+    talk_seconds: float | None
+    hold_seconds: float | None
+    agent_id: str | None
+    queue: str | None
+    direction: str | None
+    subject: str | None
+    outcome: str | None
+    reason: str | None
+    event_count: int
+    last_type: str | None
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> InteractionRow:
+        d = dict(r)
+        d["candidates"] = tuple(d["candidates"] or ())
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRow:
+    id: uuid.UUID
+    source: str
+    source_event_id: str
+    channel: str
+    type: str
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+    interaction_id: uuid.UUID
+    customer_id: int | None
+    identification: str
+    identifiers: list[dict[str, str]]
+    agent_id: str | None
+    queue: str | None
+    direction: str | None
+    subject: str | None
+    outcome: str | None
+    reason: str | None
+    attributes: dict[str, Any]
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> EventRow:
+        return cls(**dict(r))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkRow:
+    at: dt.datetime
+    action: str
+    customer_id: int | None
+    actor: str
+    reason: str | None
+
+
+async def insert_keys(conn: asyncpg.Connection,
+                      rows: Sequence[tuple[str, str, uuid.UUID, dt.datetime, uuid.UUID]]) -> set[tuple[str, str]]:
+    cols = [list(c) for c in zip(*rows, strict=True)] if rows else [[], [], [], [], []]
+    records = await fetch(conn, "events.insert_keys", INSERT_KEYS, *cols)
+    return {(r["source"], r["source_event_id"]) for r in records}
+
+
+async def select_keys(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+                      ) -> dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]]:
+    if not keys:
+        return {}
+    sources, ids = zip(*keys, strict=True)
+    records = await fetch(conn, "events.select_keys", SELECT_KEYS, list(sources), list(ids))
+    return {(r["source"], r["source_event_id"]): (r["event_id"], r["interaction_id"]) for r in records}
+
+
+async def resolve_digests(conn: asyncpg.Connection, digests: Sequence[bytes]) -> dict[bytes, set[int]]:
+    out: dict[bytes, set[int]] = {}
+    if not digests:
+        return out
+    for r in await fetch(conn, "identity.resolve_digests", RESOLVE_DIGESTS, list(digests)):
+        out.setdefault(bytes(r["digest"]), set()).add(r["customer_id"])
+    return out
+
+
+async def insert_events(conn: asyncpg.Connection, columns: Sequence[list[Any]]) -> None:
+    """Insert a group of events in one statement. ``identifiers`` and ``attributes`` come as JSON text
+    (a list of JSON lists would be taken for a two-dimensional array)."""
+    await execute(conn, "events.insert", INSERT_EVENTS, *columns)
+
+
+async def upsert_interactions(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    await executemany(conn, "interactions.upsert", UPSERT_INTERACTION, rows)
+
+
+async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
+                            ) -> dict[uuid.UUID, tuple[int | None, str]]:
+    records = await fetch(conn, "interactions.links", SELECT_INTERACTION_LINKS, list(ids))
+    return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
+
+
+async def learn_identifiers(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, bytes, str, int]]) -> None:
+    await executemany(conn, "identity.learn", LEARN_IDENTIFIER, rows)
+
+
+async def relink_by_digests(conn: asyncpg.Connection, customer_id: int, digests: Sequence[bytes],
+                            strength: int, linked_by: str) -> list[uuid.UUID]:
+    records = await fetch(conn, "interactions.relink_by_digests", RELINK_BY_DIGESTS, customer_id,
+                          list(digests), strength, linked_by)
+    return [r["id"] for r in records]
+
+
+async def add_link_history(conn: asyncpg.Connection, ids: Sequence[uuid.UUID], action: str,
+                           customer_id: int | None, actor: str, reason: str | None) -> None:
+    if ids:
+        await execute(conn, "interactions.link_history", INSERT_LINK_HISTORY, list(ids), action, customer_id,
+                      actor, reason)
+
+
+async def set_link(conn: asyncpg.Connection, interaction_id: uuid.UUID, customer_id: int | None,
+                   actor: str) -> bool:
+    identification = "identified" if customer_id is not None else "unidentified"
+    row = await fetchrow(conn, "interactions.set_link", SET_LINK, interaction_id, customer_id, identification, actor)
+    return row is not None
+
+
+async def get_interaction(conn: asyncpg.Connection, interaction_id: uuid.UUID) -> InteractionRow | None:
+    r = await fetchrow(conn, "interactions.get", GET_INTERACTION, interaction_id)
+    return InteractionRow.from_record(r) if r else None
+
+
+async def list_customer_interactions(
+    conn: asyncpg.Connection, customer_id: int, *, before: tuple[dt.datetime, uuid.UUID] | None,
+    channels: Sequence[str] | None, since: dt.datetime | None, until: dt.datetime | None, limit: int,
+) -> list[InteractionRow]:
+    records = await fetch(
+        conn, "interactions.list_for_customer", LIST_CUSTOMER_INTERACTIONS, customer_id,
+        before[0] if before else None, before[1] if before else None,
+        list(channels) if channels else None, since, until, limit,
+    )
+    return [InteractionRow.from_record(r) for r in records]
+
+
+async def list_interaction_events(conn: asyncpg.Connection, interaction: InteractionRow, limit: int
+                                  ) -> list[EventRow]:
+    # Bounding occurred_at by the interaction's own span lets PostgreSQL prune partitions.
+    records = await fetch(conn, "events.list_for_interaction", LIST_INTERACTION_EVENTS, interaction.id,
+                          interaction.started_at, interaction.last_event_at, limit)
+    return [EventRow.from_record(r) for r in records]
+
+
+async def list_link_history(conn: asyncpg.Connection, interaction_id: uuid.UUID) -> list[LinkRow]:
+    return [LinkRow(**dict(r)) for r in await fetch(conn, "interactions.link_history_list",
+                                                    LIST_LINK_HISTORY, interaction_id)]
