@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,6 +49,24 @@ def with_database(dsn: str, database: str) -> str:
     """The same server URL pointing at another database (keeps a ?host=/socket query)."""
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A private base temp directory per run.
+
+    pytest's default ``/tmp/pytest-of-<user>/pytest-N`` keeps only the last three runs and deletes older
+    ones when a run starts — including the data directory of an embedded PostgreSQL that another,
+    still running, test session is using. A directory of our own is never rotated away under us.
+    """
+    if not config.option.basetemp and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="cg-pytest-")
+        config._cg_basetemp = config.option.basetemp  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = getattr(config, "_cg_basetemp", None)
+    if base:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

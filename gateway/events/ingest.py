@@ -295,10 +295,11 @@ class Ingestor:
         results: dict[tuple[str, str], IngestResult] = {}
         messages = []
         for p in fresh:
-            customer_id = links.get(p.interaction_id, (p.customer_id, ""))[0]
+            # the interaction's link after this commit: a later event may have identified an earlier one
+            customer_id, identification = links.get(p.interaction_id, (p.customer_id, p.identification))
             results[p.key] = IngestResult("accepted", p.event.source_event_id, str(p.event_id),
                                           str(p.interaction_id), customer_id)
-            messages.append(self._message(p, customer_id))
+            messages.append(self._message(p, customer_id, identification))
         for key, (event_id, interaction_id) in old.items():
             results[key] = IngestResult("duplicate", key[1], str(event_id), str(interaction_id))
         if self._publisher is not None:
@@ -413,12 +414,12 @@ class Ingestor:
         return rows
 
     @staticmethod
-    def _message(p: Prepared, customer_id: int | None) -> dict[str, Any]:
+    def _message(p: Prepared, customer_id: int | None, identification: str) -> dict[str, Any]:
         e = p.event
         return {
             "id": str(p.event_id), "type": e.type, "channel": e.channel, "source": e.source,
             "occurred_at": e.occurred_at.isoformat(), "interaction_id": str(p.interaction_id),
-            "customer_id": customer_id, "identification": p.identification,
+            "customer_id": customer_id, "identification": identification,
             "candidates": list(p.candidates), "agent_id": e.agent_id, "queue": e.queue,
             "identifiers": p.identifiers,
         }
