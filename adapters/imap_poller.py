@@ -104,6 +104,19 @@ def parse_fetch(lines: list[Any]) -> tuple[int | None, bytes | None, dt.datetime
     return (int(uid.group(1)) if uid else None, raw, parse_internaldate(date.group(1) if date else None))
 
 
+def parse_search(lines: list[Any]) -> list[int]:
+    """UIDs of a (UID) SEARCH response; the last line is the completion text."""
+    uids: list[int] = []
+    for line in lines[:-1]:
+        if isinstance(line, bytes):
+            tokens = line.split()
+            if tokens and tokens[0].upper() == b"SEARCH":
+                tokens = tokens[1:]
+            if tokens and all(t.isdigit() for t in tokens):
+                uids.extend(int(t) for t in tokens)
+    return uids
+
+
 class ImapPoller:
     """Pulls one mailbox into the sink. ``run()`` loops until cancelled; ``stats`` tells what it did."""
 
@@ -291,10 +304,7 @@ class ImapPoller:
             await self.cursors.save(self.account, self.cfg.mailbox, cursor)
         resp = _ok(await self._call(self._client.uid_search(f"UID {cursor.last_uid + 1}:*", charset=None)),
                    "UID SEARCH")
-        uids: list[int] = []
-        for line in resp.lines:
-            if isinstance(line, bytes) and line.startswith(b"SEARCH"):
-                uids.extend(int(tok) for tok in line.split()[1:] if tok.isdigit())
+        uids = parse_search(resp.lines)
         # "n:*" always matches the highest UID, even when it is below n
         uids = sorted(u for u in set(uids) if u > cursor.last_uid)
         for start in range(0, len(uids), self.cfg.batch_size):
