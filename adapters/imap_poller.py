@@ -261,6 +261,8 @@ class ImapPoller:
             return
         if not self._lost.is_set():
             with contextlib.suppress(Exception):
+                if client.has_pending_idle():
+                    client.idle_done()
                 await asyncio.wait_for(client.logout(), 2.0)
         transport = client.protocol.transport
         if transport is not None:

@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -130,14 +131,39 @@ service anvil {{
         log = (self.root / "dovecot.log").read_text(errors="replace") if (self.root / "dovecot.log").exists() else ""
         raise RuntimeError(f"dovecot did not start on port {self.port}: {log[-2000:]}")
 
+    def _descendants(self) -> list[int]:
+        """Process ids started by this instance's master (read from /proc, before it is stopped)."""
+        assert self.proc is not None
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found, frontier = [], [self.proc.pid]
+        while frontier:
+            pid = frontier.pop()
+            children = [p for p, pp in parents.items() if pp == pid]
+            found.extend(children)
+            frontier.extend(children)
+        return found
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            children = self._descendants()
             self.proc.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+            # an imap process serving an idle client can outlive its master by seconds; a restart must
+            # drop every connection, as a real service restart does
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.proc = None
 
     def restart(self) -> None:
