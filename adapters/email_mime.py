@@ -55,6 +55,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import re
 from email import errors as email_errors
@@ -62,6 +63,7 @@ from email import policy
 from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -115,6 +117,30 @@ _BOUNCE_SUBJECT = re.compile(
     r"failure notice|退信|系统退信|投递失败|无法投递)",
     re.IGNORECASE,
 )
+
+
+class _MemoisedDefaultPolicy(EmailPolicy):
+    """``email.policy.default``, with parsed header values memoised.
+
+    The modern policy re-parses a header on every read, and the feed parser alone reads a part's
+    Content-Type a dozen times; the parsed value depends only on (name, value), so it is computed once.
+    """
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        if hasattr(value, "name"):
+            return value
+        return _parse_header(name, "".join(_LINESEP.split(value)))
+
+
+_LINESEP = re.compile(r"\n|\r")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_header(name: str, value: str) -> Any:
+    return policy.default.header_factory(name, value)
+
+
+MIME_POLICY = _MemoisedDefaultPolicy()
 
 
 class MalformedMail(ValidationFailed):
@@ -340,17 +366,21 @@ def _payload_bytes(part: Message, index: tuple[int, ...]) -> bytes:
     return data
 
 
-def _walk(part: Message, index: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], Message]]:
-    """Leaf parts with their 1-based index path; message/rfc822 attachments are leaves."""
+def _walk(part: Message, index: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], Message, str]]:
+    """Leaf parts with their 1-based index path and content type; message/rfc822 attachments are leaves.
+
+    The content type is read once per part: with ``policy.default`` every read re-parses the header.
+    """
     _check_structure(part, index)
-    if part.is_multipart() and part.get_content_maintype() == "multipart":
-        out: list[tuple[tuple[int, ...], Message]] = []
+    ctype = part.get_content_type()
+    if ctype.startswith("multipart/") and part.is_multipart():
+        out: list[tuple[tuple[int, ...], Message, str]] = []
         payload = part.get_payload()
         assert isinstance(payload, list)
         for i, sub in enumerate(payload, start=1):
             out.extend(_walk(sub, index + (i,)))
         return out
-    return [(index, part)]
+    return [(index, part, ctype)]
 
 
 def _filename(part: Message, index: tuple[int, ...]) -> str | None:
@@ -365,13 +395,13 @@ def _filename(part: Message, index: tuple[int, ...]) -> str | None:
     return name[:MAX_FILENAME] or None
 
 
-def _is_attachment(part: Message) -> bool:
-    disposition = (part.get_content_disposition() or "").lower()
-    if disposition == "attachment":
+def _is_attachment(part: Message, ctype: str) -> bool:
+    """An attachment: disposition says so, or a non-text part, or a text part with a file name."""
+    if (part.get_content_disposition() or "").lower() == "attachment":
         return True
-    if part.get_content_maintype() == "text" and part.get_filename() is None:
-        return False
-    return part.get_content_maintype() not in ("text", "multipart") or part.get_filename() is not None
+    if not ctype.startswith("text/"):
+        return True
+    return part.get_param("filename", header="content-disposition") is not None or part.get_param("name") is not None
 
 
 @dataclasses.dataclass(slots=True)
@@ -408,11 +438,10 @@ def _extract_body(msg: Message) -> _Body:
     body = _Body()
     plain: tuple[tuple[int, ...], Message] | None = None
     html_part: tuple[tuple[int, ...], Message] | None = None
-    for index, part in _walk(msg):
-        ctype = part.get_content_type()
+    for index, part, ctype in _walk(msg):
         if ctype in ("message/delivery-status", "text/rfc822-headers", "message/rfc822-headers"):
             continue
-        if _is_attachment(part) or ctype == "message/rfc822":
+        if ctype == "message/rfc822" or _is_attachment(part, ctype):
             body.attachments_total += 1
             if len(body.attachments) < MAX_ATTACHMENTS:
                 size = len(_payload_bytes(part, index)) if ctype != "message/rfc822" else len(part.as_bytes())
@@ -426,7 +455,7 @@ def _extract_body(msg: Message) -> _Body:
     if chosen is not None:
         index, part = chosen
         label = part.get_content_charset()
-        field = _part_path(index) + f" ({part.get_content_type()})"
+        field = _part_path(index) + (" (text/plain)" if chosen is plain else " (text/html)")
         text = _decode_bytes(_payload_bytes(part, index), label, field)
         body.charset = codec_for(label, field)
         if chosen is html_part:
@@ -499,7 +528,7 @@ def parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEven
 def _parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEvent:
     if not raw.strip():
         raise _fail("body", "empty message")
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    msg = BytesParser(policy=MIME_POLICY).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     if not any(True for _ in msg.raw_items()):
         raise _fail("header", "no header fields: not an RFC 822 message")
@@ -520,7 +549,8 @@ def _parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEve
     in_reply_to = _msgids(_raw_header(msg, "In-Reply-To"))
 
     body = _extract_body(msg)
-    is_report = (msg.get_content_type() == "multipart/report"
+    top_type = msg.get_content_type()
+    is_report = (top_type == "multipart/report"
                  and (msg.get_param("report-type") or "").lower() == "delivery-status")
     automated = _automation(msg, sender_addr, subject, is_report)
 
@@ -562,7 +592,7 @@ def _parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEve
     attributes["thread_root"] = interaction_id
     if display:
         attributes["from_name"] = display[:100]
-    attributes["content_type"] = msg.get_content_type()
+    attributes["content_type"] = top_type
     if body.charset:
         attributes["charset"] = body.charset
     attributes["body_text"] = text
