@@ -66,15 +66,23 @@ def free_port() -> int:
 class Dovecot:
     """One private Dovecot instance: start, stop, restart, doveadm."""
 
-    def __init__(self, root: Path, *, capability: str = "") -> None:
+    def __init__(self, root: Path, *, capability: str = "", tls: bool = False) -> None:
         self.root = root
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
         self.conf = root / "dovecot.conf"
+        self.cert = root / "cert.pem"
         self.proc: subprocess.Popen[bytes] | None = None
         for d in ("run", "state", "mail"):
             (root / d).mkdir()
         os.chmod(root, 0o755)
         os.chown(root / "mail", 65534, 65534)  # mail processes run as nobody (Dovecot refuses uid 0)
+        ssl_conf = "ssl = no"
+        if tls:  # a self-signed certificate for 127.0.0.1; clients trust it through SSL_CERT_FILE
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-keyout", str(root / "key.pem"), "-out", str(self.cert), "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+            ssl_conf = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{root / 'key.pem'}"
         self.conf.write_text(f"""
 protocols = imap
 listen = 127.0.0.1
@@ -82,7 +90,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 instance_name = cg-test-{root.name}
 log_path = {root}/dovecot.log
-ssl = no
+{ssl_conf}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = dovecot
@@ -105,7 +113,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
   }}
   chroot =
 }}
@@ -196,6 +205,12 @@ def running_dovecot(**kwargs: Any) -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def dovecot(dovecot_bin: None) -> Iterator[Dovecot]:
     with running_dovecot() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls(dovecot_bin: None) -> Iterator[Dovecot]:
+    with running_dovecot(tls=True) as server:
         yield server
 
 
@@ -448,3 +463,23 @@ async def test_app_runs_the_poller_when_enabled(dovecot, aiohttp_client, databas
     poller = client.app[keys.IMAP_POLLER]
     await poller.wait_until(lambda: poller.submitted == 1, timeout=15)
     assert await db.fetchval("SELECT outcome FROM events") == "auto_reply"
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+async def test_tls_implicit_and_starttls_with_a_verified_certificate(dovecot_tls, app, pollers, user, db,
+                                                                     monkeypatch, security):
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot_tls.cert))  # trust the test CA, verify as usual
+    await Mailbox(dovecot_tls, user).append((EMAIL / "big5_qp_card_declined.eml").read_bytes())
+    port = dovecot_tls.tls_port if security == "ssl" else dovecot_tls.port
+    poller = pollers.start(imap_settings(dovecot_tls, user, security=security, port=port, verify_tls=True))
+    await poller.wait_until(lambda: poller.submitted == 1, timeout=15)
+    assert await db.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_an_untrusted_certificate_is_refused_and_retried(dovecot_tls, app, pollers, user, db):
+    await Mailbox(dovecot_tls, user).append((EMAIL / "big5_qp_card_declined.eml").read_bytes())
+    poller = pollers.start(imap_settings(dovecot_tls, user, security="ssl", port=dovecot_tls.tls_port,
+                                         verify_tls=True))
+    await poller.wait_until(lambda: poller.last_error == "SSLCertVerificationError", timeout=15)
+    assert poller.sessions == 0 and poller.submitted == 0
+    assert await db.fetchval("SELECT count(*) FROM events") == 0
