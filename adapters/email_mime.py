@@ -66,14 +66,13 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 from gateway.errors import ValidationFailed
 from gateway.events.model import MAX_ATTRIBUTES_BYTES, ContactEvent, Identifier
 
-CHANNEL = "email"
 EVENT_TYPE = "message.received"
 BODY_TEXT_MAX = 4000          # characters; CJK text is 3 bytes each in UTF-8 JSON, so ≤ 12 KB
 MAX_ATTACHMENTS = 20
@@ -276,9 +275,9 @@ def _occurred_at(msg: Message, fallback: dt.datetime) -> tuple[dt.datetime, bool
 class _TextExtractor(HTMLParser):
     """HTML → plain text: drop script/style/head, blocks and <br> become line breaks."""
 
-    _BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
-              "blockquote", "section", "article", "header", "footer", "hr", "pre", "dt", "dd"}
-    _SKIP = {"script", "style", "head", "title", "noscript", "template"}
+    _BLOCK: ClassVar[frozenset[str]] = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
+              "blockquote", "section", "article", "header", "footer", "hr", "pre", "dt", "dd"})
+    _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "head", "title", "noscript", "template"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -411,13 +410,12 @@ class _Body:
     charset: str | None = None
     attachments: list[Attachment] = dataclasses.field(default_factory=list)
     attachments_total: int = 0
-    report: Message | None = None
-    returned_headers: Message | None = None
 
 
 def _report_parts(msg: Message) -> tuple[Message | None, Message | None]:
     """The message/delivery-status part and the returned original's headers of a DSN, if any."""
-    status = returned = None
+    status: Message | None = None
+    returned: Message | None = None
     for part in msg.walk():
         ctype = part.get_content_type()
         if ctype == "message/delivery-status" and status is None:
@@ -425,7 +423,7 @@ def _report_parts(msg: Message) -> tuple[Message | None, Message | None]:
         elif ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers") and returned is None:
             if ctype == "message/rfc822":
                 inner = part.get_payload()
-                if isinstance(inner, list) and inner:
+                if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                     returned = inner[0]
             else:
                 raw = part.get_payload(decode=True)
@@ -483,9 +481,9 @@ def _automation(msg: Message, sender: str | None, subject: str, is_report: bool)
         return "auto_reply"
     if precedence == "auto_reply" or _AUTO_SUBJECT.match(subject):
         return "auto_reply"
-    if precedence in ("bulk", "junk", "list"):
-        if _raw_header(msg, "List-Unsubscribe") is not None or _raw_header(msg, "List-Id") is None:
-            return "bulk"
+    relayed_by_a_list = _raw_header(msg, "List-Id") is not None and _raw_header(msg, "List-Unsubscribe") is None
+    if precedence in ("bulk", "junk", "list") and not relayed_by_a_list:
+        return "bulk"
     return None
 
 
@@ -497,6 +495,8 @@ def _dsn_fields(status: Message) -> tuple[list[str], dict[str, str]]:
     if not isinstance(groups, list):
         return recipients, info
     for group in groups[1:] if len(groups) > 1 else groups:
+        if not isinstance(group, Message):
+            continue
         final = group.get("Final-Recipient") or group.get("Original-Recipient")
         if final:
             addr = str(final).split(";", 1)[-1].strip().strip("<>")
@@ -550,8 +550,9 @@ def _parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEve
 
     body = _extract_body(msg)
     top_type = msg.get_content_type()
-    is_report = (top_type == "multipart/report"
-                 and (msg.get_param("report-type") or "").lower() == "delivery-status")
+    report_type = msg.get_param("report-type")
+    is_report = (top_type == "multipart/report" and isinstance(report_type, str)
+                 and report_type.lower() == "delivery-status")
     automated = _automation(msg, sender_addr, subject, is_report)
 
     identifiers: list[Identifier] = []
@@ -615,7 +616,7 @@ def _parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEve
     return ContactEvent(
         source=source,
         source_event_id=source_event_id,
-        channel=CHANNEL,
+        channel="email",
         type=EVENT_TYPE,
         occurred_at=occurred_at,
         identifiers=identifiers,

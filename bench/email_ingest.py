@@ -43,7 +43,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.email_mime import _parse_header, parse  # noqa: E402
+from adapters.email_mime import _parse_header, parse
 
 FIXTURES = ROOT / "tests" / "fixtures"
 KEY = "dev-email-key"
@@ -122,8 +122,8 @@ async def bench_http(args: argparse.Namespace, mails: list[bytes]) -> dict[str, 
     env = {**os.environ, "CG_DATABASE_URL": with_database(args.database_url, name), "CG_REDIS_URL": "",
            "CG_DATA_DIR": data_dir, "CG_HTTP_PORT": str(port), "CG_LOG_LEVEL": "warning",
            "CG_ACCESS_LOG": "false", "CG_LOG_FORMAT": "json"}
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "serve", cwd=ROOT, env=env,
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     out: dict[str, object] = {}
     try:
@@ -170,9 +170,10 @@ async def bench_http(args: argparse.Namespace, mails: list[bytes]) -> dict[str, 
     finally:
         server.terminate()
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(server.wait(), 30)
+        except TimeoutError:
             server.kill()
+            await server.wait()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
     return out

@@ -18,7 +18,14 @@ import msgspec
 import pytest
 
 from adapters import email_mime
-from adapters.email_mime import BODY_TEXT_MAX, MalformedMail, decode_header_value, html_to_text, parse, trim_quoted
+from adapters.email_mime import (
+    BODY_TEXT_MAX,
+    MalformedMail,
+    decode_header_value,
+    html_to_text,
+    parse,
+    trim_quoted,
+)
 from gateway.events.model import MAX_ATTRIBUTES_BYTES, check_event
 from tests.conftest import FIXTURES
 

@@ -180,7 +180,8 @@ service anvil {{
         self.start()
 
     def doveadm(self, *args: str) -> str:
-        out = subprocess.run(["doveadm", "-c", str(self.conf), *args], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["doveadm", "-c", str(self.conf), *args], capture_output=True, text=True, timeout=30,
+                             check=False)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -265,12 +266,13 @@ class Mailbox:
 # -- the app (real ingest on PostgreSQL) and pollers --------------------------------------------------
 
 def imap_settings(server: Dovecot, user: str, **overrides: Any) -> ImapSettings:
-    values: dict[str, Any] = dict(
-        enabled=True, host="127.0.0.1", port=server.port, security="none", verify_tls=False, user=user,
-        password=Secret(PASSWORD), mailbox="INBOX", processed_action="seen", processed_folder="Processed",
-        poll_interval=60.0, idle_seconds=60.0, reconnect_min_seconds=0.05, reconnect_max_seconds=0.5,
-        timeout=5.0, batch_size=4, source="email",
-    )
+    values: dict[str, Any] = {
+        "enabled": True, "host": "127.0.0.1", "port": server.port, "security": "none", "verify_tls": False,
+        "user": user, "password": Secret(PASSWORD), "mailbox": "INBOX", "processed_action": "seen",
+        "processed_folder": "Processed", "poll_interval": 60.0, "idle_seconds": 60.0,
+        "reconnect_min_seconds": 0.05, "reconnect_max_seconds": 0.5, "timeout": 5.0, "batch_size": 4,
+        "source": "email",
+    }
     values.update(overrides)
     return ImapSettings(**values)
 
