@@ -52,6 +52,7 @@ from gateway.clock import Clock
 from gateway.errors import GatewayError, ValidationFailed
 from gateway.events.model import ContactEvent
 from gateway.events.sink import EventSink
+from gateway.metrics import Metrics
 from gateway.quarantine import quarantine
 from gateway.settings import ImapSettings
 
@@ -120,8 +121,10 @@ def parse_search(lines: list[Any]) -> list[int]:
 class ImapPoller:
     """Pulls one mailbox into the sink. ``run()`` loops until cancelled; ``stats`` tells what it did."""
 
-    def __init__(self, cfg: ImapSettings, *, sink: EventSink, pool: asyncpg.Pool, clock: Clock) -> None:
+    def __init__(self, cfg: ImapSettings, *, sink: EventSink, pool: asyncpg.Pool, clock: Clock,
+                 metrics: Metrics | None = None) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.sink = sink
         self.pool = pool
         self.clock = clock
@@ -161,7 +164,10 @@ class ImapPoller:
                     asyncpg.PostgresError, ConnectionError) as exc:
                 self.last_error = type(exc).__name__
                 log.warning("imap.session_ended", error=type(exc).__name__, detail=str(exc)[:200],
-                            account_mailbox=self.cfg.mailbox)
+                            mailbox=self.cfg.mailbox)
+            except Exception as exc:  # a bug must not stop the poller for good: log it and reconnect
+                self.last_error = type(exc).__name__
+                log.exception("imap.session_failed", error=type(exc).__name__, mailbox=self.cfg.mailbox)
             finally:
                 await self._close()
                 self.idle = False
@@ -360,6 +366,8 @@ class ImapPoller:
         ref = f"{self.account}/{self.cfg.mailbox}/{uidvalidity}/{uid}"
         await quarantine(self.pool, adapter=ADAPTER, source=self.cfg.source, source_ref=ref, error=error, raw=raw)
         self.quarantined += 1
+        if self.metrics is not None:
+            self.metrics.quarantined.labels(adapter=ADAPTER).inc()
         log.warning("imap.mail_quarantined", uid=uid, uidvalidity=uidvalidity)
 
     async def _mark(self, uids: list[int]) -> None:
@@ -387,7 +395,8 @@ def setup_imap(app: web.Application) -> None:
         return
 
     async def imap_ctx(app: web.Application) -> AsyncIterator[None]:
-        poller = ImapPoller(cfg, sink=app[keys.INGEST], pool=app[keys.DB], clock=app[keys.CLOCK])
+        poller = ImapPoller(cfg, sink=app[keys.INGEST], pool=app[keys.DB], clock=app[keys.CLOCK],
+                            metrics=app[keys.METRICS])
         app[keys.IMAP_POLLER] = poller
         task = asyncio.create_task(poller.run(), name="imap-poller")
         yield

@@ -465,6 +465,10 @@ async def test_app_runs_the_poller_when_enabled(dovecot, aiohttp_client, databas
     poller = client.app[keys.IMAP_POLLER]
     await poller.wait_until(lambda: poller.submitted == 1, timeout=15)
     assert await db.fetchval("SELECT outcome FROM events") == "auto_reply"
+    await Mailbox(dovecot, user).append((EMAIL / "malformed_multipart_no_boundary.eml").read_bytes())
+    await poller.wait_until(lambda: poller.quarantined == 1, timeout=15)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cg_quarantined_total{adapter="imap"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
