@@ -30,6 +30,7 @@ from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
+from gateway.views import customers as customer_views
 from gateway.events.ingest import Ingestor
 from gateway.events.partitions import PartitionManager
 from gateway.events.publish import Publisher
@@ -101,6 +102,45 @@ def setup_redis(app: web.Application) -> None:
     app.cleanup_ctx.append(redis_ctx)
 
 
+def setup_customers(app: web.Application) -> None:
+    """The identity hasher (no I/O) and the customer service on the PostgreSQL pool."""
+    from gateway.customers.service import CustomerService
+
+    app[keys.IDENTITY] = IdentityHasher(app[keys.SETTINGS].identity_hmac_keys)
+
+    async def customers_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[keys.CUSTOMERS] = CustomerService(app[keys.DB], app[keys.IDENTITY], app[keys.CLOCK])
+        yield
+
+    app.cleanup_ctx.append(customers_ctx)
+
+
+DEMO_CUSTOMERS = 300
+DEMO_SEED = 2026
+
+
+def setup_demo(app: web.Application) -> None:
+    """With ``settings.demo``: seed a small demo set of customers when the database has none.
+
+    Runs after the PostgreSQL context, so migrations are applied first.
+    """
+    if not app[keys.SETTINGS].demo:
+        return
+
+    async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
+        from gateway.customers.store import has_customers
+        from gateway.seed.customers import seed_customers
+
+        pool = app[keys.DB]
+        if not await has_customers(pool):
+            created = await seed_customers(pool, DEMO_CUSTOMERS, DEMO_SEED, app[keys.IDENTITY],
+                                           now=app[keys.CLOCK].now())
+            log.info("demo.seeded", customers=created)
+        yield
+
+    app.cleanup_ctx.append(demo_ctx)
+
+
 def setup_ingest(app: web.Application) -> None:
     """The event sink: partitions ahead of time, the Redis publisher, the group-commit ingestor."""
     settings = app[keys.SETTINGS]
@@ -141,6 +181,7 @@ def setup_templates(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
+    customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
     email_views.setup_routes(app, api)
 
@@ -163,6 +204,8 @@ def create_app(
     setup_embedded_stores(app)
     setup_postgres(app)
     setup_redis(app)
+    setup_customers(app)
+    setup_demo(app)
     setup_ingest(app)
     setup_templates(app)
     setup_routes(app)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -43,6 +46,102 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run ``work(pool)`` on a migrated database (the embedded one when no URL is configured)."""
+    from gateway.db.migrate import migrate
+    from gateway.db.pool import create_pool
+    from gateway.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded_postgres else None
+    dsn = embedded.start() if embedded else settings.database_url.get()
+
+    async def run() -> int:
+        pool = await create_pool(dsn, min_size=1, max_size=4, command_timeout=max(settings.db_command_timeout, 600))
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if embedded:
+            embedded.stop()
+
+
+def _cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.identity import IdentityHasher
+    from gateway.seed.customers import seed_customers
+
+    hasher = IdentityHasher(settings.identity_hmac_keys)
+    start = time.perf_counter()
+
+    def progress(done: int) -> None:
+        if done % 100_000 == 0 or done == args.customers:
+            print(f"  {done} customers ({done / (time.perf_counter() - start):.0f}/s)", file=sys.stderr)
+
+    async def work(pool: Any) -> int:
+        created = await seed_customers(pool, args.customers, args.seed, hasher, progress=progress)
+        print(f"seeded {created} customers (seed {args.seed}) in {time.perf_counter() - start:.1f}s"
+              + (f"; {args.customers - created} existed already" if created < args.customers else ""))
+        return 0
+
+    return _with_pool(settings, work)
+
+
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.clock import SystemClock
+    from gateway.customers.service import CustomerService, file_chunks
+    from gateway.identity import IdentityHasher
+
+    async def work(pool: Any) -> int:
+        service = CustomerService(pool, IdentityHasher(settings.identity_hmac_keys), SystemClock())
+        start = time.perf_counter()
+        report = await service.import_ndjson(file_chunks(args.file))
+        elapsed = time.perf_counter() - start
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+        print(f"loaded {report.loaded}, rejected {report.rejected} of {report.lines} lines in {elapsed:.1f}s",
+              file=sys.stderr)
+        return 1 if report.rejected else 0
+
+    return _with_pool(settings, work)
+
+
+def _cmd_rehash(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.clock import SystemClock
+    from gateway.customers import store
+    from gateway.customers.service import CustomerService, file_chunks
+    from gateway.identity import IdentityHasher
+
+    hasher = IdentityHasher(settings.identity_hmac_keys)
+
+    async def work(pool: Any) -> int:
+        status = 0
+        if args.file:
+            report = await CustomerService(pool, hasher, SystemClock()).rehash(file_chunks(args.file))
+            print(f"re-digested the identifiers of {report.loaded} customers under the newest key; "
+                  f"{report.rejected} lines rejected")
+            for err in report.errors:
+                print(f"  line {err['line']}: {err['field']}: {err['message']}", file=sys.stderr)
+            status = 1 if report.rejected else 0
+        if args.prune_stale:
+            removed = await store.prune_stale(pool, [hasher.key_version])
+            print(f"removed {removed} identifiers digested under older keys")
+        print(f"newest key version {hasher.key_version}; identifiers by key version:")
+        stale = 0
+        for version, origin, n in await store.key_version_counts(pool):
+            current = version == hasher.key_version
+            stale += 0 if current else n
+            print(f"  {version:>5} {origin:<8} {n:>10}{'  (newest key)' if current else ''}")
+        print("no identifier needs an older key: older keys may be dropped" if not stale
+              else f"{stale} identifiers still need an older key")
+        return status
+
+    return _with_pool(settings, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contact-gateway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.set_defaults(func=_cmd_migrate)
+    seed = sub.add_parser("seed", help="create deterministic demo customers")
+    seed.add_argument("--customers", type=int, default=1000, help="how many customers (default 1000)")
+    seed.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
+    seed.set_defaults(func=_cmd_seed)
+    imp = sub.add_parser("import", help="load customer documents from an NDJSON file")
+    imp.add_argument("file", help="NDJSON file, one customer document per line")
+    imp.set_defaults(func=_cmd_import)
+    rehash = sub.add_parser("rehash", help="key rotation: re-digest identifiers under the newest key")
+    rehash.add_argument("file", nargs="?", help="core-banking NDJSON extract with the raw identifiers")
+    rehash.add_argument("--prune-stale", action="store_true",
+                        help="delete identifiers still digested under older keys")
+    rehash.set_defaults(func=_cmd_rehash)
     return parser
 
 

@@ -73,7 +73,8 @@ def _normalize_national_id(value: str) -> str:
         raise InvalidIdentifier("resident identity number checksum does not match (GB 11643)") from None
     except InvalidComponent:
         raise InvalidIdentifier("resident identity number has an impossible birth date or region code") from None
-    except ValidationError:
+    except (ValidationError, KeyError, ValueError):
+        # stdnum's region table lookup can fail with KeyError for prefecture-level codes
         raise InvalidIdentifier("not a valid resident identity number") from None
 
 
@@ -193,6 +194,8 @@ def _mask_digits(number: str) -> str:
 
 def _mask_phone(value: str) -> str:
     text = value.strip()
+    if _CN_MOBILE_RE.match(text):  # already E.164 (the common case): no need to parse again
+        return text[3:6] + "****" + text[-4:]
     try:
         e164 = _normalize_phone(text)
     except InvalidIdentifier:

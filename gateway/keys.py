@@ -29,4 +29,11 @@ DB: web.AppKey[asyncpg.Pool] = web.AppKey("db")
 REDIS: web.AppKey[Redis] = web.AppKey("redis")
 INGEST: web.AppKey[EventSink] = web.AppKey("ingest")
 PUBLISHER: web.AppKey[Publisher] = web.AppKey("publisher")
+
+if TYPE_CHECKING:
+    from gateway.customers.service import CustomerService
+    from gateway.identity import IdentityHasher
+
+IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
+CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
 IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")

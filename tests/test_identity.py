@@ -54,6 +54,13 @@ def test_invalid_resident_ids_raise_without_the_value(number, why):
     assert number not in str(exc.value)
 
 
+def test_prefecture_level_region_code_is_invalid_not_a_crash():
+    number = "440108" + "19900615123"  # unknown county: stdnum raises KeyError, not ValidationError
+    number += __import__("stdnum.cn.ric", fromlist=["x"]).calc_check_digit(number + "0")
+    with pytest.raises(InvalidIdentifier):
+        normalize("national_id", number)
+
+
 def test_resident_id_checksum_message():
     with pytest.raises(InvalidIdentifier, match="checksum"):
         normalize("national_id", "36042619910102009X")

@@ -41,14 +41,20 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 SLOW_QUERY_MS = 200.0
 
 
-def _encode_json(value: Any) -> str:
-    return _json_encode.encode(value).decode()
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + _json_encode.encode(value)  # jsonb's binary format: a version byte, then the text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return _json_decode.decode(data[1:])
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Codecs for every pooled connection: json/jsonb as Python objects."""
-    await conn.set_type_codec("jsonb", encoder=_encode_json, decoder=_json_decode.decode, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=_encode_json, decoder=_json_decode.decode, schema="pg_catalog")
+    """Codecs for every pooled connection: json/jsonb as Python objects, in binary format (COPY needs it)."""
+    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog",
+                              format="binary")
+    await conn.set_type_codec("json", encoder=_json_encode.encode, decoder=_json_decode.decode,
+                              schema="pg_catalog", format="binary")
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout: float) -> asyncpg.Pool:

@@ -56,8 +56,16 @@ INSERT INTO interactions AS i (
     id, source, external_id, kind, channel, customer_id, identification, candidates, link_strength, linked_by,
     identifier_digests, status, state_rank, started_at, answered_at, ended_at, last_event_at, talk_seconds,
     hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-        $23, $24, $25, $26, $27)
+SELECT id, source, external_id, kind, channel, customer_id, identification, candidates::bigint[], link_strength,
+       linked_by, digests::bytea[], status, state_rank, started_at, answered_at, ended_at, last_event_at,
+       talk_seconds, hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+            $9::smallint[], $10::text[], $11::text[], $12::text[], $13::smallint[], $14::timestamptz[],
+            $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::float8[], $19::float8[], $20::text[],
+            $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::int[], $27::text[])
+     AS t(id, source, external_id, kind, channel, customer_id, identification, candidates, link_strength, linked_by,
+          digests, status, state_rank, started_at, answered_at, ended_at, last_event_at, talk_seconds,
+          hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type)
 ON CONFLICT (id) DO UPDATE SET
     customer_id = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.customer_id ELSE i.customer_id END,
     identification = CASE WHEN excluded.link_strength > i.link_strength
@@ -65,7 +73,9 @@ ON CONFLICT (id) DO UPDATE SET
     candidates = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.candidates ELSE i.candidates END,
     linked_by = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.linked_by ELSE i.linked_by END,
     link_strength = greatest(i.link_strength, excluded.link_strength),
-    identifier_digests = ARRAY(SELECT DISTINCT d FROM unnest(i.identifier_digests || excluded.identifier_digests) d),
+    identifier_digests = CASE WHEN i.identifier_digests @> excluded.identifier_digests THEN i.identifier_digests
+                              ELSE ARRAY(SELECT DISTINCT d FROM unnest(i.identifier_digests
+                                                                       || excluded.identifier_digests) d) END,
     status = CASE WHEN excluded.state_rank >= i.state_rank THEN excluded.status ELSE i.status END,
     state_rank = greatest(i.state_rank, excluded.state_rank),
     started_at = least(i.started_at, excluded.started_at),
@@ -258,8 +268,17 @@ async def insert_events(conn: asyncpg.Connection, columns: Sequence[list[Any]]) 
     await execute(conn, "events.insert", INSERT_EVENTS, *columns)
 
 
+def array_literal(values: Sequence[int] | Sequence[bytes]) -> str:
+    """A PostgreSQL array literal: per-row arrays travel as text (a list of lists would be a 2-D array)."""
+    if values and isinstance(values[0], bytes):
+        return "{" + ",".join(f'"\\\\x{v.hex()}"' for v in values) + "}"  # type: ignore[union-attr]
+    return "{" + ",".join(str(v) for v in values) + "}"
+
+
 async def upsert_interactions(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    await executemany(conn, "interactions.upsert", UPSERT_INTERACTION, rows)
+    """Upsert a group of interactions in one statement; rows are unique by id and sorted by it."""
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    await execute(conn, "interactions.upsert", UPSERT_INTERACTION, *cols)
 
 
 async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]

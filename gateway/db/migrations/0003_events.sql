@@ -86,8 +86,8 @@ CREATE TABLE interactions (
     reason           text,
     event_count      integer NOT NULL DEFAULT 0,
     last_type        text,
-    updated_at       timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (source, external_id)
+    updated_at       timestamptz NOT NULL DEFAULT now()
+    -- (source, external_id) is unique by construction: id is uuid5 of it (gateway.events.ingest.interaction_uuid)
 );
 CREATE INDEX interactions_customer_idx ON interactions (customer_id, started_at DESC, id DESC)
     WHERE customer_id IS NOT NULL;

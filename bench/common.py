@@ -1,0 +1,186 @@
+"""Shared benchmark plumbing: fresh databases, gateway processes, wrk, percentiles.
+
+Benchmarks talk to real servers: the PostgreSQL and Redis given by
+``--database-url`` / ``--redis-url`` (default: this machine's 127.0.0.1:5432 and
+:6379). Each run creates its own database and drops it unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PG = "postgresql://root@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cores} cores, {mem:.0f} GiB"
+
+
+def with_database(dsn: str, database: str) -> str:
+    p = urlsplit(dsn)
+    return urlunsplit((p.scheme, p.netloc, "/" + database, p.query, p.fragment))
+
+
+async def fresh_database(server: str, name: str, *, reuse: bool = False) -> str:
+    conn = await asyncpg.connect(server)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists and not reuse:
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        if not exists or not reuse:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(server, name)
+    from gateway.db.migrate import migrate_dsn
+
+    await migrate_dsn(url)
+    return url
+
+
+async def drop_database(server: str, name: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gateway_process(database_url: str, redis_url: str, **settings: str) -> Iterator[str]:
+    """A real `python -m gateway serve` process; yields its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CG_")}
+    env.update({"CG_DATABASE_URL": database_url, "CG_REDIS_URL": redis_url, "CG_HTTP_PORT": str(port),
+                "CG_LOG_LEVEL": "warning", "CG_ACCESS_LOG": "false", "CG_LOG_FORMAT": "json",
+                "CG_DATA_DIR": tempfile.mkdtemp(prefix="cg-bench-")})
+    env.update({f"CG_{k.upper()}": v for k, v in settings.items()})
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/readyz", proc)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def python_process(args: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(ready_url, proc)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready in {timeout}s")
+
+
+def need_wrk() -> str:
+    path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("this benchmark drives load with wrk: apt-get install -y wrk")
+    return path
+
+
+_LAT = re.compile(r"^\s+(50|75|90|99)(?:\.\d+)?%\s+([\d.]+)(us|ms|s)\s*$")
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)")
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads: int = 1,
+            env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run wrk with a Lua script; return requests/s and latency percentiles in ms."""
+    out = subprocess.run(
+        [need_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True, timeout=duration + 60,
+    ).stdout
+    result: dict[str, float] = {}
+    for line in out.splitlines():
+        m = _LAT.match(line)
+        if m:
+            result[f"p{m.group(1)}"] = float(m.group(2)) * _UNIT[m.group(3)]
+        m = _RPS.match(line)
+        if m:
+            result["rps"] = float(m.group(1))
+        if "Non-2xx or 3xx responses" in line:
+            result["errors"] = float(line.split(":")[1])
+    return result
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    s = sorted(samples_ms)
+    q = statistics.quantiles(s, n=100, method="inclusive")
+    return {"p50": statistics.median(s), "p99": q[98], "n": float(len(s))}
+
+
+async def timed_gets(urls: list[str], headers: dict[str, str], concurrency: int) -> list[float]:
+    """GET every URL with ``concurrency`` keep-alive clients; return per-request latency in ms."""
+    out: list[float] = []
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for u in urls:
+        queue.put_nowait(u)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def worker() -> None:
+            while not queue.empty():
+                u = queue.get_nowait()
+                t = time.perf_counter()
+                async with session.get(u, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"GET {u}: {r.status}")
+                out.append((time.perf_counter() - t) * 1000)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return out

@@ -1,0 +1,186 @@
+"""Ingest benchmark (issue 4). One run prints one table:
+
+(a) single-event POSTs, 64 concurrent keep-alive clients (wrk): events/s, ack latency p50/p99
+(b) 500-event batches: events/s
+(c) baseline in the same run: a minimal aiohttp handler decoding the same JSON and doing one durable INSERT per
+    request into a plain table (bench/baseline_server.py), same load
+(d) the ratio (a)/(c)
+(e) customer timeline read over HTTP, p50/p99, with N events stored (default 10,000,000)
+
+(a) and (c) alternate ``--repeat`` times and the medians are reported, because this machine is shared and noisy.
+PostgreSQL, Redis, the gateway and wrk all run on this machine; commits are durable (synchronous_commit on).
+
+    python bench/ingest.py                      # everything, 10M events for (e) (seeding takes a while)
+    python bench/ingest.py --history-events 1000000 --duration 5 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    DEFAULT_PG,
+    DEFAULT_REDIS,
+    drop_database,
+    fresh_database,
+    free_port,
+    gateway_process,
+    machine,
+    percentiles,
+    python_process,
+    run_wrk,
+    timed_gets,
+    with_database,
+)
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "post_event.lua"
+
+
+def single_and_baseline(db_url: str, base_db_url: str, redis: str, args: argparse.Namespace) -> dict[str, list]:
+    runs: dict[str, list] = {"gateway": [], "baseline": []}
+    with gateway_process(db_url, redis) as url:
+        run_wrk(url + "/v1/events", SCRIPT, connections=args.connections, duration=2,
+                env={"BENCH_RUN": "warm-" + uuid.uuid4().hex[:6]})
+        for _ in range(args.repeat):
+            r = run_wrk(url + "/v1/events", SCRIPT, connections=args.connections, duration=args.duration,
+                        env={"BENCH_RUN": uuid.uuid4().hex[:10]})
+            runs["gateway"].append(r)
+            print(f"  gateway  {r}", flush=True)
+            port = free_port()
+            with python_process([str(HERE / "baseline_server.py"), base_db_url, str(port)],
+                                f"http://127.0.0.1:{port}/readyz"):
+                b = run_wrk(f"http://127.0.0.1:{port}/v1/events", SCRIPT, connections=args.connections,
+                            duration=args.duration, env={"BENCH_RUN": uuid.uuid4().hex[:10]})
+            runs["baseline"].append(b)
+            print(f"  baseline {b}", flush=True)
+    return runs
+
+
+def batches(db_url: str, redis: str, args: argparse.Namespace) -> list[float]:
+    out = []
+    with gateway_process(db_url, redis) as url:
+        for _ in range(args.repeat):
+            r = run_wrk(url + "/v1/events", SCRIPT, connections=8, duration=args.duration,
+                        env={"BENCH_RUN": uuid.uuid4().hex[:10], "BENCH_BATCH": "500"})
+            out.append(r["rps"] * 500)
+            print(f"  batch500 {r} -> {r['rps'] * 500:.0f} events/s", flush=True)
+    return out
+
+
+async def ensure_history(server: str, args: argparse.Namespace) -> str:
+    """A database with ``--customers`` customers and ``--history-events`` events (reused when already there)."""
+    from gateway.db.pool import create_pool
+    from gateway.identity import IdentityHasher
+    from gateway.seed.customers import seed_customers
+    from gateway.seed.events import seed_events
+    from gateway.settings import load_settings
+
+    name = f"cg_bench_history_{args.history_events}"
+    url = await fresh_database(server, name, reuse=True)
+    pool = await create_pool(url, min_size=1, max_size=4, command_timeout=3600)
+    try:
+        have = await pool.fetchval("SELECT count(*) FROM events")
+        if have >= args.history_events:
+            print(f"  reusing {name}: {have} events", flush=True)
+            return url
+        t = time.perf_counter()
+        if not await pool.fetchval("SELECT count(*) FROM customers"):
+            await seed_customers(pool, args.customers, 1, IdentityHasher(load_settings(env={}).identity_hmac_keys))
+            print(f"  seeded {args.customers} customers in {time.perf_counter() - t:.0f}s", flush=True)
+        t = time.perf_counter()
+        n = await seed_events(pool, args.history_events - have, 1,
+                              progress=lambda w: print(f"    {w} events", flush=True) if w % 1_000_000 < 50_000
+                              else None)
+        print(f"  seeded {n} events in {time.perf_counter() - t:.0f}s ({n / (time.perf_counter() - t):.0f}/s)",
+              flush=True)
+    finally:
+        await pool.close()
+    return url
+
+
+async def timeline(url_db: str, redis: str, args: argparse.Namespace) -> dict[str, float]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url_db)
+    try:
+        nos = [r["customer_no"] for r in await conn.fetch(
+            "SELECT c.customer_no FROM customers c WHERE EXISTS "
+            "(SELECT 1 FROM interactions i WHERE i.customer_id = c.id) "
+            "ORDER BY c.id LIMIT 20000")]
+    finally:
+        await conn.close()
+    random.Random(1).shuffle(nos)
+    with gateway_process(url_db, redis) as url:
+        headers = {"X-API-Key": "dev-desktop-key"}
+        await timed_gets([f"{url}/v1/customers/{n}/interactions?limit=20" for n in nos[:500]], headers, 8)
+        lat = await timed_gets([f"{url}/v1/customers/{n}/interactions?limit=20" for n in nos[:args.reads]],
+                               headers, args.read_concurrency)
+    return percentiles(lat)
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--database-url", default=DEFAULT_PG)
+    p.add_argument("--redis-url", default=DEFAULT_REDIS)
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--customers", type=int, default=1_000_000)
+    p.add_argument("--history-events", type=int, default=10_000_000)
+    p.add_argument("--reads", type=int, default=5000)
+    p.add_argument("--read-concurrency", type=int, default=4)
+    p.add_argument("--skip-timeline", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the ingest databases")
+    args = p.parse_args()
+
+    ingest_db = await fresh_database(args.database_url, "cg_bench_ingest")
+    base_db = with_database(args.database_url, "cg_bench_baseline")
+    await fresh_database(args.database_url, "cg_bench_baseline")
+    print(f"machine: {machine()}; PostgreSQL, Redis, gateway and wrk on the same machine", flush=True)
+    print("(a)+(c) single events, alternating gateway and baseline:", flush=True)
+    runs = single_and_baseline(ingest_db, base_db, args.redis_url, args)
+    print("(b) 500-event batches:", flush=True)
+    batch_rates = batches(ingest_db, args.redis_url, args)
+    tl = None
+    if not args.skip_timeline:
+        print(f"(e) timeline with {args.history_events} events:", flush=True)
+        tl = await timeline(await ensure_history(args.database_url, args), args.redis_url, args)
+    if not args.keep:
+        await drop_database(args.database_url, "cg_bench_ingest")
+        await drop_database(args.database_url, "cg_bench_baseline")
+
+    g, b = runs["gateway"], runs["baseline"]
+    g_rps, b_rps = med([r["rps"] for r in g]), med([r["rps"] for r in b])
+    print()
+    print(f"| measure ({machine()}, medians of {args.repeat}) | value |")
+    print("|---|---|")
+    print(f"| (a) single-event ingest, {args.connections} clients | {g_rps:,.0f} events/s |")
+    print(f"| (a) ack latency p50 / p99 | {med([r['p50'] for r in g]):.2f} ms / {med([r['p99'] for r in g]):.2f} ms |")
+    print(f"| (b) 500-event batches | {med(batch_rates):,.0f} events/s |")
+    print(f"| (c) baseline: one durable INSERT per request | {b_rps:,.0f} requests/s "
+          f"(p99 {med([r['p99'] for r in b]):.2f} ms) |")
+    print(f"| (d) ratio (a)/(c) | {g_rps / b_rps:.2f}x |")
+    if tl:
+        print(f"| (e) timeline read over HTTP, {args.history_events:,} events | p50 {tl['p50']:.2f} ms / "
+              f"p99 {tl['p99']:.2f} ms ({int(tl['n'])} reads, {args.read_concurrency} clients) |")
+    errors = sum(r.get("errors", 0) for r in g)
+    if errors:
+        print(f"WARNING: {errors:.0f} non-2xx responses from the gateway")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

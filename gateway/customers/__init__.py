@@ -1,0 +1,1 @@
+"""The customer read model: documents from core banking, identity resolution, masking."""

@@ -1,0 +1,1 @@
+"""Demo data: deterministic, realistic customers at any scale (see :mod:`gateway.seed.customers`)."""
