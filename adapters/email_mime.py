@@ -521,7 +521,8 @@ def parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEven
         return _parse(raw, source=source, fallback_time=fallback_time)
     except ValidationFailed:
         raise
-    except (ValueError, LookupError, TypeError, IndexError, AttributeError, AssertionError) as exc:
+    except (email_errors.MessageError, ValueError, LookupError, TypeError, IndexError, AttributeError,
+            AssertionError, RecursionError) as exc:
         raise _fail("body", f"unparseable message ({type(exc).__name__})") from None
 
 
