@@ -185,7 +185,10 @@ class ImapPoller:
         log.info("imap.session_started", mailbox=self.cfg.mailbox, idle=self._has("IDLE"))
         await self._notify()
         while True:
-            await self.sync(uidvalidity)
+            # sync until a pass finds nothing new: a mail that arrived during a pass was announced in a
+            # response we already read, so the server would not announce it again at IDLE
+            while await self.sync(uidvalidity):
+                pass
             await self._wait_for_news()
 
     # -- connection ------------------------------------------------------------------------------
@@ -301,8 +304,11 @@ class ImapPoller:
         await self._call(idle_task)
 
     # -- one pass --------------------------------------------------------------------------------
-    async def sync(self, uidvalidity: int) -> None:
-        """Process every mail above the cursor, batch by batch; each batch commits before it is marked."""
+    async def sync(self, uidvalidity: int) -> int:
+        """Process every mail above the cursor, batch by batch; each batch commits before it is marked.
+
+        Returns how many mails it found.
+        """
         assert self._client is not None
         cursor = await self.cursors.get(self.account, self.cfg.mailbox)
         if cursor is None or cursor.uidvalidity != uidvalidity:
@@ -317,6 +323,7 @@ class ImapPoller:
         uids = sorted(u for u in set(uids) if u > cursor.last_uid)
         for start in range(0, len(uids), self.cfg.batch_size):
             await self._process_batch(uidvalidity, uids[start:start + self.cfg.batch_size])
+        return len(uids)
 
     async def _fetch(self, uid: int) -> tuple[bytes, dt.datetime | None] | None:
         assert self._client is not None
