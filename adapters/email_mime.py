@@ -72,6 +72,7 @@ import msgspec
 
 from gateway.errors import ValidationFailed
 from gateway.events.model import MAX_ATTRIBUTES_BYTES, ContactEvent, Identifier
+from gateway.identity import InvalidIdentifier, normalize
 
 EVENT_TYPE = "message.received"
 BODY_TEXT_MAX = 4000          # characters; CJK text is 3 bytes each in UTF-8 JSON, so ≤ 12 KB
@@ -256,6 +257,17 @@ def _address(msg: Message, name: str) -> tuple[str, str] | None:
         if addr and "@" in addr:
             return display.strip(), addr.strip()
     return None
+
+
+def _usable_address(addr: str) -> bool:
+    """An address the identity rules accept (so the event is not rejected for its identifier)."""
+    if len(addr) > 128:
+        return False
+    try:
+        normalize("email", addr)
+    except InvalidIdentifier:
+        return False
+    return True
 
 
 def _occurred_at(msg: Message, fallback: dt.datetime) -> tuple[dt.datetime, bool]:
@@ -569,14 +581,17 @@ def _parse(raw: bytes, *, source: str, fallback_time: dt.datetime) -> ContactEve
             addr = raw_failed.strip()
             if "@" in addr and addr not in failed:
                 failed.append(addr)
-        identifiers = [Identifier(kind="email", value=a[:128]) for a in failed[:8]]
+        identifiers = [Identifier(kind="email", value=a) for a in failed if _usable_address(a)][:8]
         if returned is not None and not references and not in_reply_to:
             returned_ids = _msgids(str(returned.get("Message-ID") or ""))
             if returned_ids:
                 in_reply_to = returned_ids[:1]
                 attributes["returned_message_id"] = returned_ids[0][:MAX_ID]
+    elif _usable_address(sender_addr):
+        identifiers = [Identifier(kind="email", value=sender_addr)]
     else:
-        identifiers = [Identifier(kind="email", value=sender_addr[:128])]
+        # e.g. root@localhost: a contact all the same, but no identifier the ingest could match or would accept
+        attributes["sender_unusable"] = True
 
     root = references[0] if references else in_reply_to[0] if in_reply_to else own_id
     interaction_id = _bounded_id(root) if root else source_event_id

@@ -199,3 +199,10 @@ def test_empty_and_non_mail_bodies_are_malformed() -> None:
     for raw in (b"", b"   \r\n", b"\x00\x01 not a mail at all"):
         with pytest.raises(MalformedMail):
             parse(raw, source="email", fallback_time=FALLBACK)
+
+
+def test_a_sender_the_identity_rules_refuse_leaves_the_mail_unidentified() -> None:
+    raw = (b"From: Cron Daemon <root@localhost>\r\nSubject: job output\r\nMessage-ID: <c1@localhost>\r\n"
+           b"Date: Sat, 28 Nov 2026 12:00:00 +0800\r\n\r\nok\r\n")
+    event = parse(raw, source="email", fallback_time=FALLBACK)
+    assert event.identifiers == [] and event.attributes["sender_unusable"] is True

@@ -34,6 +34,7 @@ from adapters.imap_poller import ImapPoller, parse_fetch, parse_search, quote_ma
 from gateway import keys
 from gateway.app import create_app
 from gateway.errors import StoreUnavailable
+from gateway.events.sink import IngestResult
 from gateway.settings import ImapSettings, Secret
 from tests.conftest import FIXTURES, make_settings
 
@@ -489,3 +490,31 @@ async def test_an_untrusted_certificate_is_refused_and_retried(dovecot_tls, app,
     await poller.wait_until(lambda: poller.last_error == "SSLCertVerificationError", timeout=15)
     assert poller.sessions == 0 and poller.submitted == 0
     assert await db.fetchval("SELECT count(*) FROM events") == 0
+
+
+async def test_a_mail_the_ingest_rejects_is_quarantined_not_dropped(dovecot, app, pollers, user, db):
+    class RejectingFirst:
+        """Our sink interface: the first event of the first call comes back rejected, as the ingest does."""
+
+        def __init__(self, real: Any) -> None:
+            self.real = real
+            self.rejected: str | None = None
+
+        async def submit(self, events: Any) -> Any:
+            if self.rejected is None:
+                self.rejected = events[0].source_event_id
+                rest = await self.real.submit(events[1:])
+                return [IngestResult("rejected", events[0].source_event_id, field="identifiers[0].value",
+                                     message="not an email address"), *rest]
+            return await self.real.submit(events)
+
+    raws = [(SAMPLES / "email_thread_1_root_usascii.eml").read_bytes(),
+            (EMAIL / "reply_on_wrote_utf8.eml").read_bytes()]
+    await Mailbox(dovecot, user).append(*raws)
+    sink = RejectingFirst(app[keys.INGEST])
+    poller = pollers.start(imap_settings(dovecot, user), sink=sink)
+    await poller.wait_until(lambda: poller.quarantined == 1 and poller.submitted == 1, timeout=15)
+    row = await db.fetchrow("SELECT error, raw FROM quarantine")
+    assert row["error"] == "rejected by ingest: identifiers[0].value: not an email address"
+    assert row["raw"] == crlf(raws[0])
+    assert await db.fetchval("SELECT count(*) FROM events") == 1
