@@ -287,8 +287,9 @@ def _occurred_at(msg: Message, fallback: dt.datetime) -> tuple[dt.datetime, bool
 class _TextExtractor(HTMLParser):
     """HTML → plain text: drop script/style/head, blocks and <br> become line breaks."""
 
-    _BLOCK: ClassVar[frozenset[str]] = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
-              "blockquote", "section", "article", "header", "footer", "hr", "pre", "dt", "dd"})
+    _BLOCK: ClassVar[frozenset[str]] = frozenset({
+        "p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol",
+        "blockquote", "section", "article", "header", "footer", "hr", "pre", "dt", "dd"})
     _SKIP: ClassVar[frozenset[str]] = frozenset({"script", "style", "head", "title", "noscript", "template"})
 
     def __init__(self) -> None:
