@@ -184,6 +184,16 @@ def _decode_bytes(data: bytes, label: str | None, field: str) -> str:
         raise _fail(field, f"bytes not valid in charset {label!r} at offset {exc.start}") from None
 
 
+def _sniff(data: bytes, field: str) -> tuple[str, str]:
+    """(codec, text) of an unlabelled body: ASCII, else UTF-8, else GB18030; malformed when none fits."""
+    for codec in ("ascii", "utf-8", "gb18030"):
+        try:
+            return codec, data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    raise _fail(field, "no charset declared and the bytes are neither UTF-8 nor GB18030")
+
+
 def _raw_8bit(text: str) -> str:
     """A header value with raw 8-bit bytes (surrogate-escaped by the parser): UTF-8, else GB18030."""
     if not any("\udc80" <= ch <= "\udcff" for ch in text):
@@ -252,10 +262,12 @@ def _address(msg: Message, name: str) -> tuple[str, str] | None:
     raw = _raw_header(msg, name)
     if raw is None:
         return None
-    decoded = decode_header_value(raw, f"header:{name}")
-    for display, addr in getaddresses([decoded]):
+    # split the addresses before decoding: a decoded display name may hold commas or quotes
+    unfolded = re.sub(r"\r?\n[ \t]", " ", raw).strip()
+    for display, addr in getaddresses([unfolded]):
+        addr = _raw_8bit(addr).strip()
         if addr and "@" in addr:
-            return display.strip(), addr.strip()
+            return decode_header_value(display, f"header:{name}"), addr
     return None
 
 
@@ -467,8 +479,13 @@ def _extract_body(msg: Message) -> _Body:
         index, part = chosen
         label = part.get_content_charset()
         field = _part_path(index) + (" (text/plain)" if chosen is plain else " (text/html)")
-        text = _decode_bytes(_payload_bytes(part, index), label, field)
-        body.charset = codec_for(label, field)
+        data = _payload_bytes(part, index)
+        if label is None:
+            # no declared charset: US-ASCII by the RFC, but real senders put UTF-8 or GBK there unlabelled
+            body.charset, text = _sniff(data, field)
+        else:
+            text = _decode_bytes(data, label, field)
+            body.charset = codec_for(label, field)
         if chosen is html_part:
             text = html_to_text(text)
             body.html_only = True

@@ -206,3 +206,13 @@ def test_a_sender_the_identity_rules_refuse_leaves_the_mail_unidentified() -> No
            b"Date: Sat, 28 Nov 2026 12:00:00 +0800\r\n\r\nok\r\n")
     event = parse(raw, source="email", fallback_time=FALLBACK)
     assert event.identifiers == [] and event.attributes["sender_unusable"] is True
+
+
+def test_unlabelled_8bit_body_is_sniffed_and_a_display_name_with_a_comma_stays_one_address() -> None:
+    name = "=?UTF-8?B?" + base64.b64encode("王, 先生".encode()).decode() + "?="
+    raw = (f"From: {name} <wang@example.cn>\r\nMessage-ID: <s1@example.cn>\r\n"
+           "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + "转账失败".encode("gbk") + b"\r\n"
+    event = parse(raw, source="email", fallback_time=FALLBACK)
+    assert event.identifiers[0].value == "wang@example.cn"
+    assert event.attributes["from_name"] == "王, 先生"
+    assert event.attributes["body_text"] == "转账失败" and event.attributes["charset"] == "gb18030"
