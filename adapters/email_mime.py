@@ -231,7 +231,7 @@ def _raw_header(msg: Message, name: str) -> str | None:
     lname = name.lower()
     for key, value in msg.raw_items():
         if key.lower() == lname:
-            return str(value)
+            return _raw_8bit(str(value))  # raw 8-bit bytes arrive surrogate-escaped: make them text
     return None
 
 
