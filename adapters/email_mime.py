@@ -20,9 +20,11 @@ Policy, in the order :func:`parse` applies it:
 - **Headers**: RFC 2047 encoded words are decoded with adjacent words of one
   charset joined *before* decoding, so a multibyte character split across two
   words (and mixed B/Q words) comes out whole. Raw 8-bit header bytes are read
-  as UTF-8, else GB18030.
+  as UTF-8, else GB18030, else with replacement characters (headers only: a
+  mangled Subject must not lose the mail).
 - **Body**: the first inline ``text/plain`` part, else the first ``text/html``
-  reduced to text (scripts and styles dropped, blocks become lines). Quoted
+  reduced to text (scripts and styles dropped, blocks become lines); a body
+  without a declared charset is sniffed as ASCII, UTF-8, then GB18030. Quoted
   originals are cut at a clear marker (``-----Original Message-----``,
   ``-----邮件原件-----``, ``-----原始邮件-----``, ``On … wrote:``,
   ``在 … 写道：``, an Outlook ``From:``/``发件人:`` block after a rule), and
