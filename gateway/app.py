@@ -35,9 +35,9 @@ from gateway.events.ingest import Ingestor
 from gateway.events.partitions import PartitionManager
 from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
+from gateway.views import digital, ops
 from gateway.views import email as email_views
 from gateway.views import events as events_views
-from gateway.views import ops
 
 log = structlog.get_logger("gateway.app")
 
@@ -183,6 +183,7 @@ def setup_routes(app: web.Application) -> None:
     ops.setup_routes(app, api)
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
+    digital.setup_routes(app, api)
     email_views.setup_routes(app, api)
 
 

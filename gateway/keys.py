@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from adapters.imap_poller import ImapPoller
+    from adapters.segment import SegmentMapping
 
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
@@ -36,4 +37,5 @@ if TYPE_CHECKING:
 
 IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
 CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
+SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
 IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")
