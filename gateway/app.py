@@ -26,15 +26,15 @@ from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
 from gateway.db.migrate import migrate
 from gateway.embedded import EmbeddedStores
+from gateway.events.ingest import Ingestor
+from gateway.events.partitions import PartitionManager
+from gateway.events.publish import Publisher
+from gateway.identity import IdentityHasher
 from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.views import customers as customer_views
-from gateway.events.ingest import Ingestor
-from gateway.events.partitions import PartitionManager
-from gateway.events.publish import Publisher
-from gateway.identity import IdentityHasher
 from gateway.views import digital, ops
 from gateway.views import email as email_views
 from gateway.views import events as events_views

@@ -76,6 +76,8 @@ async def test_get_unknown_customer_is_404(client):
 async def test_bad_customer_no_in_path(client):
     await assert_problem(await put(client, DOC, customer_no="bad%20no"), 422, "validation-failed",
                          field="customer_no")
+    await assert_problem(await put(client, doc(customer_no="import"), customer_no="import"), 422,
+                         "validation-failed", field="customer_no")
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])

@@ -23,6 +23,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import ValidationFailed
+from gateway.identity import mask_name
 
 IdentifierKind = Literal[
     "phone", "email", "customer_no", "national_id", "card_no", "account_no", "device_id", "online_user_id"
@@ -344,8 +345,6 @@ class CustomerProfile:
 
     @property
     def name_masked(self) -> str:
-        from gateway.identity import mask_name
-
         return mask_name(self.name)
 
 
