@@ -10,8 +10,10 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.imap_poller import ImapPoller
     from adapters.segment import SegmentMapping
     from adapters.ami_client import AmiClient
+
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
@@ -38,3 +40,4 @@ IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
 CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
 SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
 AMI: web.AppKey[AmiClient] = web.AppKey("ami")
+IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")

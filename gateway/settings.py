@@ -153,6 +153,7 @@ class Settings:
     )
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
     ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
+    imap: ImapSettings = dataclasses.field(metadata=_doc("The IMAP poller, table `[imap]`."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -246,6 +247,38 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["MobileSettings"] = MobileSettings
 NESTED_TABLES["AmiSettings"] = AmiSettings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """The IMAP poller (``[imap]``): which mailbox to read and what to do with processed mail."""
+
+    enabled: bool = dataclasses.field(metadata=_doc("Run the IMAP poller inside the gateway."))
+    host: str = dataclasses.field(metadata=_doc("IMAP server host."))
+    port: int = dataclasses.field(metadata=_doc("IMAP server port (993 for `ssl`, 143 for `starttls`/`none`)."))
+    security: str = dataclasses.field(
+        metadata=_doc("`ssl` (implicit TLS), `starttls` (upgrade after connect) or `none` (trusted networks only).")
+    )
+    verify_tls: bool = dataclasses.field(metadata=_doc("Verify the server's TLS certificate and host name."))
+    user: str = dataclasses.field(metadata=_doc("IMAP login name."))
+    password: Secret = dataclasses.field(metadata=_doc("IMAP password.", secret=True))
+    mailbox: str = dataclasses.field(metadata=_doc("Mailbox to read (e.g. `INBOX`)."))
+    processed_action: str = dataclasses.field(
+        metadata=_doc("After a mail is committed: `seen` (flag it `\\Seen`) or `move` (to `processed_folder`).")
+    )
+    processed_folder: str = dataclasses.field(metadata=_doc("Folder processed mail is moved to with `move`."))
+    poll_interval: float = dataclasses.field(metadata=_doc("Seconds between polls when the server lacks IDLE."))
+    idle_seconds: float = dataclasses.field(
+        metadata=_doc("Longest IDLE before it is renewed (servers drop IDLE after 30 minutes).")
+    )
+    reconnect_min_seconds: float = dataclasses.field(metadata=_doc("First reconnect delay; doubles per failure."))
+    reconnect_max_seconds: float = dataclasses.field(metadata=_doc("Longest reconnect delay."))
+    timeout: float = dataclasses.field(metadata=_doc("Seconds before an IMAP command is abandoned."))
+    batch_size: int = dataclasses.field(metadata=_doc("Mails fetched and submitted together."))
+    source: str = dataclasses.field(metadata=_doc("Source name of the events the poller submits."))
+
+
+NESTED_TABLES["ImapSettings"] = ImapSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -460,8 +493,28 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
     if not 1024 <= s.mobile.max_call_bytes <= s.mobile.max_batch_bytes:
         raise SettingsError("setting 'mobile.max_call_bytes': must be at least 1024 and at most mobile.max_batch_bytes")
+    _check_imap(s.imap)
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
+
+
+def _check_imap(m: ImapSettings) -> None:
+    if m.security not in ("ssl", "starttls", "none"):
+        raise SettingsError(f"setting 'imap.security': must be ssl, starttls or none (got {m.security!r})")
+    if m.processed_action not in ("seen", "move"):
+        raise SettingsError(f"setting 'imap.processed_action': must be seen or move (got {m.processed_action!r})")
+    if m.processed_action == "move" and not m.processed_folder:
+        raise SettingsError("setting 'imap.processed_folder': needed when processed_action is move")
+    if not 0 < m.port <= 65535:
+        raise SettingsError(f"setting 'imap.port': must be between 1 and 65535 (got {m.port})")
+    if m.batch_size < 1:
+        raise SettingsError("setting 'imap.batch_size': must be at least 1")
+    if m.reconnect_min_seconds <= 0 or m.reconnect_max_seconds < m.reconnect_min_seconds:
+        raise SettingsError("setting 'imap.reconnect_max_seconds': must be at least reconnect_min_seconds (> 0)")
+    if m.poll_interval <= 0 or m.idle_seconds <= 0 or m.timeout <= 0:
+        raise SettingsError("setting 'imap.poll_interval': poll_interval, idle_seconds and timeout must be positive")
+    if m.enabled and not (m.host and m.user and m.mailbox):
+        raise SettingsError("setting 'imap.host': host, user and mailbox are needed when imap.enabled is true")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
