@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from adapters.ami_client import setup_ami
+from adapters.imap_poller import setup_imap
 from gateway import keys
 from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
@@ -36,9 +38,11 @@ from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.views import customers as customer_views
 from gateway.views import digital, ops
+from gateway.views import email as email_views
 from gateway.views import events as events_views
 from gateway.views import console as console_views
 from gateway.views import login as login_views
+from gateway.views import voice
 
 log = structlog.get_logger("gateway.app")
 
@@ -230,6 +234,8 @@ def setup_routes(app: web.Application) -> None:
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
     digital.setup_routes(app, api)
+    voice.setup_routes(app, api)
+    email_views.setup_routes(app, api)
 
 
 def create_app(
@@ -257,6 +263,8 @@ def create_app(
     setup_templates(app)
     setup_console(app)
     setup_routes(app)
+    setup_ami(app)
+    setup_imap(app)
     for step in extra_setup or ():
         step(app)
     return app

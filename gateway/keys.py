@@ -10,7 +10,10 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.imap_poller import ImapPoller
     from adapters.segment import SegmentMapping
+    from adapters.ami_client import AmiClient
+
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
@@ -50,3 +53,5 @@ if TYPE_CHECKING:
 CONSOLE: web.AppKey[ConsoleService] = web.AppKey("console")
 
 SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
+AMI: web.AppKey[AmiClient] = web.AppKey("ami")
+IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -202,6 +204,8 @@ class Settings:
     sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
     console: ConsoleSettings = dataclasses.field(metadata=_doc("The supervisor console."))
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
+    ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
+    imap: ImapSettings = dataclasses.field(metadata=_doc("The IMAP poller, table `[imap]`."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -227,6 +231,72 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AmiSettings:
+    """The Asterisk Manager Interface client (``[ami]``): connection, login and the event mapping."""
+
+    enabled: bool = dataclasses.field(metadata=_doc("Run the AMI client in the gateway process."))
+    host: str = dataclasses.field(metadata=_doc("Asterisk host of the manager interface."))
+    port: int = dataclasses.field(metadata=_doc("TCP port of the manager interface (manager.conf `port`)."))
+    username: str = dataclasses.field(metadata=_doc("Manager user (a `[user]` section of manager.conf)."))
+    secret: Secret = dataclasses.field(metadata=_doc("Manager user's secret.", secret=True))
+    auth: str = dataclasses.field(
+        metadata=_doc("`md5` (challenge-response: the secret never crosses the wire) or `plain`.")
+    )
+    source: str = dataclasses.field(
+        metadata=_doc("`source` of the events it produces, e.g. `cti.asterisk` (a sub-name of a configured source).")
+    )
+    connect_timeout: float = dataclasses.field(metadata=_doc("Seconds to connect, read the banner and log in."))
+    reconnect_initial: float = dataclasses.field(
+        metadata=_doc("First reconnect delay in seconds; doubles per failure, with jitter.")
+    )
+    reconnect_max: float = dataclasses.field(metadata=_doc("Longest reconnect delay in seconds."))
+    ping_interval: float = dataclasses.field(
+        metadata=_doc("Seconds of silence after which a `Ping` action checks the connection (0: never).")
+    )
+    batch_max: int = dataclasses.field(metadata=_doc("Most events handed to ingest in one submit."))
+    max_frame_bytes: int = dataclasses.field(metadata=_doc("Largest AMI frame; longer ones are quarantined."))
+    ivr_variables: tuple[str, ...] = dataclasses.field(
+        metadata=_doc("Dialplan variables whose `VarSet` is an IVR choice (appended to the IVR path).")
+    )
+    ivr_user_events: tuple[str, ...] = dataclasses.field(
+        metadata=_doc("`UserEvent` names carrying IVR data (`Choice`, `Menu`, `CustomerNo`, `AuthLevel`).")
+    )
+    customer_no_variable: str = dataclasses.field(
+        metadata=_doc("Dialplan variable holding the customer number the IVR verified.")
+    )
+    auth_level_variable: str = dataclasses.field(
+        metadata=_doc("Dialplan variable holding how the caller was verified (`ivr_pin`, `voiceprint`, …).")
+    )
+    verified_auth_level: str = dataclasses.field(
+        metadata=_doc("`auth_level` of an IVR-verified customer number when the dialplan sets none.")
+    )
+    internal_number_pattern: str = dataclasses.field(
+        metadata=_doc("Regular expression of internal extensions: such caller IDs are not customer phones.")
+    )
+    agents: Mapping[str, str] = dataclasses.field(
+        metadata=_doc("Table `[ami.agents]`: queue member interface, member name or device → agent id "
+                      "(unlisted ones use the device's last part, `PJSIP/8001` → `8001`).")
+    )
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("md5", "plain"):
+            raise SettingsError(f"setting 'ami.auth': must be md5 or plain (got {self.auth!r})")
+        if not 0 < self.port <= 65535:
+            raise SettingsError(f"setting 'ami.port': must be between 1 and 65535 (got {self.port})")
+        if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
+            raise SettingsError("setting 'ami.reconnect_max': must be at least ami.reconnect_initial, "
+                                "and that above 0")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", self.source):
+            raise SettingsError(f"setting 'ami.source': not a valid event source name (got {self.source!r})")
+        if self.batch_max < 1 or self.max_frame_bytes < 1024:
+            raise SettingsError("setting 'ami.batch_max': must be at least 1 (and ami.max_frame_bytes 1024)")
+        try:
+            re.compile(self.internal_number_pattern)
+        except re.error as exc:
+            raise SettingsError(f"setting 'ami.internal_number_pattern': not a regular expression: {exc}") from None
+
+
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 
 # Nested tables of settings: the field's type name -> its frozen dataclass. A field typed with one of
@@ -236,6 +306,39 @@ NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["SessionSettings"] = SessionSettings
 NESTED_TABLES["ConsoleSettings"] = ConsoleSettings
 NESTED_TABLES["MobileSettings"] = MobileSettings
+NESTED_TABLES["AmiSettings"] = AmiSettings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """The IMAP poller (``[imap]``): which mailbox to read and what to do with processed mail."""
+
+    enabled: bool = dataclasses.field(metadata=_doc("Run the IMAP poller inside the gateway."))
+    host: str = dataclasses.field(metadata=_doc("IMAP server host."))
+    port: int = dataclasses.field(metadata=_doc("IMAP server port (993 for `ssl`, 143 for `starttls`/`none`)."))
+    security: str = dataclasses.field(
+        metadata=_doc("`ssl` (implicit TLS), `starttls` (upgrade after connect) or `none` (trusted networks only).")
+    )
+    verify_tls: bool = dataclasses.field(metadata=_doc("Verify the server's TLS certificate and host name."))
+    user: str = dataclasses.field(metadata=_doc("IMAP login name."))
+    password: Secret = dataclasses.field(metadata=_doc("IMAP password.", secret=True))
+    mailbox: str = dataclasses.field(metadata=_doc("Mailbox to read (e.g. `INBOX`)."))
+    processed_action: str = dataclasses.field(
+        metadata=_doc("After a mail is committed: `seen` (flag it `\\Seen`) or `move` (to `processed_folder`).")
+    )
+    processed_folder: str = dataclasses.field(metadata=_doc("Folder processed mail is moved to with `move`."))
+    poll_interval: float = dataclasses.field(metadata=_doc("Seconds between polls when the server lacks IDLE."))
+    idle_seconds: float = dataclasses.field(
+        metadata=_doc("Longest IDLE before it is renewed (servers drop IDLE after 30 minutes).")
+    )
+    reconnect_min_seconds: float = dataclasses.field(metadata=_doc("First reconnect delay; doubles per failure."))
+    reconnect_max_seconds: float = dataclasses.field(metadata=_doc("Longest reconnect delay."))
+    timeout: float = dataclasses.field(metadata=_doc("Seconds before an IMAP command is abandoned."))
+    batch_size: int = dataclasses.field(metadata=_doc("Mails fetched and submitted together."))
+    source: str = dataclasses.field(metadata=_doc("Source name of the events the poller submits."))
+
+
+NESTED_TABLES["ImapSettings"] = ImapSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -287,6 +390,18 @@ def _coerce(key: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
             if not isinstance(raw, str):
                 raise ValueError("expected a string")
             return Secret(raw)
+        if kind == "tuple[str, ...]":
+            if from_env:
+                return tuple(v.strip() for v in raw.split(",") if v.strip())
+            if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+                raise ValueError("expected a list of strings")
+            return tuple(raw)
+        if kind == "Mapping[str, str]":
+            pairs = [p.partition("=") for p in raw.split(",") if p.strip()] if from_env else None
+            table = {k.strip(): v.strip() for k, _, v in pairs} if pairs is not None else raw
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise ValueError("expected a table of strings (or key=value,key=value)")
+            return types.MappingProxyType(dict(table))  # read-only, like the rest of the settings
         if kind == "tuple[Secret, ...]":
             values = [v.strip() for v in raw.split(",")] if from_env else raw
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -438,6 +553,7 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
     if not 1024 <= s.mobile.max_call_bytes <= s.mobile.max_batch_bytes:
         raise SettingsError("setting 'mobile.max_call_bytes': must be at least 1024 and at most mobile.max_batch_bytes")
+    _check_imap(s.imap)
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
     _check_sessions(s.sessions)
@@ -481,6 +597,25 @@ def _check_sessions(ss: SessionSettings) -> None:
             raise SettingsError(f"setting 'sessions.{name}': must be at least 1")
     if ss.password_memory_kib < 1024:
         raise SettingsError("setting 'sessions.password_memory_kib': must be at least 1024")
+
+
+def _check_imap(m: ImapSettings) -> None:
+    if m.security not in ("ssl", "starttls", "none"):
+        raise SettingsError(f"setting 'imap.security': must be ssl, starttls or none (got {m.security!r})")
+    if m.processed_action not in ("seen", "move"):
+        raise SettingsError(f"setting 'imap.processed_action': must be seen or move (got {m.processed_action!r})")
+    if m.processed_action == "move" and not m.processed_folder:
+        raise SettingsError("setting 'imap.processed_folder': needed when processed_action is move")
+    if not 0 < m.port <= 65535:
+        raise SettingsError(f"setting 'imap.port': must be between 1 and 65535 (got {m.port})")
+    if m.batch_size < 1:
+        raise SettingsError("setting 'imap.batch_size': must be at least 1")
+    if m.reconnect_min_seconds <= 0 or m.reconnect_max_seconds < m.reconnect_min_seconds:
+        raise SettingsError("setting 'imap.reconnect_max_seconds': must be at least reconnect_min_seconds (> 0)")
+    if m.poll_interval <= 0 or m.idle_seconds <= 0 or m.timeout <= 0:
+        raise SettingsError("setting 'imap.poll_interval': poll_interval, idle_seconds and timeout must be positive")
+    if m.enabled and not (m.host and m.user and m.mailbox):
+        raise SettingsError("setting 'imap.host': host, user and mailbox are needed when imap.enabled is true")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
