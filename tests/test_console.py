@@ -404,3 +404,6 @@ def test_search_pattern_escapes_like_wildcards(since):
     sql, args = contact_log_sql(LogFilter(since, since + dt.timedelta(days=1), text="a  b", queue="vip"), None, 10)
     assert args[-1] == 10 and "%a%" in args and "%b%" in args and "vip" in args
     assert "vip" not in sql and "%a%" not in sql
+    assert "|| '') ILIKE" in sql                          # one-letter terms do not use the trigram index
+    sql, _ = contact_log_sql(LogFilter(since, since + dt.timedelta(days=1), text="转账失败"), None, 10)
+    assert "|| '') ILIKE" not in sql and "event_search_text(e.subject, e.attributes) ILIKE" in sql
