@@ -56,9 +56,14 @@ _FRAGMENTS: dict[str, str] = {
     "identification": "i.identification = {p}",
     "status": "i.status = {p}",
 }
-# one per search term: {since} is the since parameter (prunes the partitions before it), {p} the pattern
+# one per search term: {since}/{until} are the range's parameters (they prune partitions), {p} the pattern
+# An interaction's events are searched from its range's start to SEARCH_TAIL after the range's end, so that
+# a search over an old week reads that week's partitions, not everything since (a note or an email more than
+# SEARCH_TAIL after the range is not searched: widen the range to find it).
+SEARCH_TAIL = "31 days"
 _TEXT_FRAGMENT = (
     "i.id IN (SELECT e.interaction_id FROM events e WHERE e.occurred_at >= {since} "
+    "AND e.occurred_at < {until}::timestamptz + interval '" + SEARCH_TAIL + "' "
     "AND (e.subject IS NOT NULL OR e.attributes ? 'note' OR e.attributes ? 'body_text') "
     "AND event_search_text(e.subject, e.attributes) ILIKE {p})"
 )
@@ -87,16 +92,16 @@ def _where(f: LogFilter, args: list[Any]) -> list[str]:
         return f"${len(args)}"
 
     clauses = []
-    since_p = param(f.since)
+    since_p, until_p = param(f.since), param(f.until)
     clauses.append(_FRAGMENTS["since"].format(p=since_p))
-    clauses.append(_FRAGMENTS["until"].format(p=param(f.until)))
+    clauses.append(_FRAGMENTS["until"].format(p=until_p))
     for name in ("channels", "kind", "queue", "agent_id", "customer_id", "outcome", "identification", "status"):
         value = getattr(f, name)
         if value:
             clauses.append(_FRAGMENTS[name].format(p=param(list(value) if name == "channels" else value)))
     for term in search_terms(f.text):
         fragment = _TEXT_FRAGMENT if len(term) >= TRIGRAM else _SHORT_TEXT_FRAGMENT
-        clauses.append(fragment.format(since=since_p, p=param(like_pattern(term))))
+        clauses.append(fragment.format(since=since_p, until=until_p, p=param(like_pattern(term))))
     return clauses
 
 
