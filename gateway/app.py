@@ -36,6 +36,7 @@ from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
 from gateway.views import events as events_views
 from gateway.views import ops
+from gateway.views import screenpop as screenpop_views
 
 log = structlog.get_logger("gateway.app")
 
@@ -167,6 +168,30 @@ def setup_ingest(app: web.Application) -> None:
     app.cleanup_ctx.append(ingest_ctx)
 
 
+def setup_screenpop(app: web.Application) -> None:
+    """The summary service (alert rules loaded now: a bad rule stops the start) and the pop hub."""
+    from gateway.screenpop.push import PopHub
+    from gateway.screenpop.rules import load_rules
+    from gateway.screenpop.service import ScreenPopService
+
+    settings = app[keys.SETTINGS]
+    path = PROJECT_ROOT / settings.screenpop.alert_rules_file
+    rules = load_rules(path)
+
+    async def screenpop_ctx(app: web.Application) -> AsyncIterator[None]:
+        service = ScreenPopService(app[keys.DB], app[keys.REDIS], app[keys.CUSTOMERS], rules, app[keys.CLOCK],
+                                   settings)
+        hub = PopHub(app[keys.REDIS], service)
+        app[keys.SCREENPOP] = service
+        app[keys.POP_HUB] = hub
+        if settings.screenpop.push:
+            hub.start()
+        yield
+        await hub.stop()
+
+    app.cleanup_ctx.append(screenpop_ctx)
+
+
 def setup_templates(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(
         app,
@@ -181,6 +206,7 @@ def setup_routes(app: web.Application) -> None:
     ops.setup_routes(app, api)
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
+    screenpop_views.setup_routes(app, api)
 
 
 def create_app(
@@ -204,6 +230,7 @@ def create_app(
     setup_customers(app)
     setup_demo(app)
     setup_ingest(app)
+    setup_screenpop(app)
     setup_templates(app)
     setup_routes(app)
     for step in extra_setup or ():

@@ -34,3 +34,10 @@ if TYPE_CHECKING:
 
 IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
 CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
+
+if TYPE_CHECKING:
+    from gateway.screenpop.push import PopHub
+    from gateway.screenpop.service import ScreenPopService
+
+SCREENPOP: web.AppKey[ScreenPopService] = web.AppKey("screenpop")
+POP_HUB: web.AppKey[PopHub] = web.AppKey("pop_hub")

@@ -85,6 +85,25 @@ def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ScreenpopSettings:
+    """The screen-pop and the agent desktop (table ``[screenpop]``)."""
+
+    alert_rules_file: str = dataclasses.field(
+        metadata=_doc("TOML file of the alert rules (relative paths start at the project directory)."))
+    pop_url_template: str = dataclasses.field(
+        metadata=_doc("URL of a pop, for CTI systems that open URLs; placeholders `{base_url}`, "
+                      "`{interaction_id}`, `{agent_id}`."))
+    summary_cache_ttl_seconds: int = dataclasses.field(
+        metadata=_doc("How long a cached summary may live in Redis (it is also dropped on every new event)."))
+    current_pop_ttl_seconds: int = dataclasses.field(
+        metadata=_doc("How long an agent's current pop is kept for a desktop that reconnects."))
+    push: bool = dataclasses.field(
+        metadata=_doc("Run the pop subscriber (Redis pub/sub) and the agent WebSocket push in this process."))
+    demo_call_interval_seconds: float = dataclasses.field(
+        metadata=_doc("With `serve --demo`: seconds between simulated calls ringing at the demo agents."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
 
@@ -136,6 +155,7 @@ class Settings:
     ingest_commit_window_ms: float = dataclasses.field(
         metadata=_doc("How long a lone event may wait for others to share its commit (0: never wait).")
     )
+    screenpop: ScreenpopSettings = dataclasses.field(metadata=_doc("The screen-pop and the agent desktop."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -161,6 +181,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 # these is read from a TOML table (``[ami]``) or CG_<TABLE>__<KEY> variables; its own fields carry docs
 # like Settings' and are documented in the README as ``table.key``.
 NESTED_TABLES: dict[str, type] = {}
+NESTED_TABLES["ScreenpopSettings"] = ScreenpopSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -363,6 +384,19 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
+    _check_screenpop(s.screenpop)
+
+
+def _check_screenpop(sp: ScreenpopSettings) -> None:
+    for name in ("summary_cache_ttl_seconds", "current_pop_ttl_seconds"):
+        if getattr(sp, name) < 1:
+            raise SettingsError(f"setting 'screenpop.{name}': must be at least 1")
+    if sp.demo_call_interval_seconds <= 0:
+        raise SettingsError("setting 'screenpop.demo_call_interval_seconds': must be greater than 0")
+    try:
+        sp.pop_url_template.format(base_url="", interaction_id="", agent_id="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SettingsError(f"setting 'screenpop.pop_url_template': unknown placeholder or bad braces ({exc})") from None
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
