@@ -21,6 +21,8 @@ class AdapterInfo:
 
 
 ADAPTERS: tuple[AdapterInfo, ...] = (
+    AdapterInfo("online_banking", "online_banking", "adapters.online_banking", "http", "online_banking"),
+    AdapterInfo("segment", "mobile_banking", "adapters.segment", "http", "segment"),
 )
 
 

@@ -34,8 +34,8 @@ from gateway.events.ingest import Ingestor
 from gateway.events.partitions import PartitionManager
 from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
+from gateway.views import digital, ops
 from gateway.views import events as events_views
-from gateway.views import ops
 from gateway.views import screenpop as screenpop_views
 
 log = structlog.get_logger("gateway.app")
@@ -207,6 +207,7 @@ def setup_routes(app: web.Application) -> None:
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
     screenpop_views.setup_routes(app, api)
+    digital.setup_routes(app, api)
 
 
 def create_app(

@@ -62,11 +62,17 @@ def verify_webhook(
     if not sig_header:
         raise Unauthorized("missing webhook-signature header",
                            errors=[{"field": "webhook-signature", "message": "required"}])
-    try:
-        ts = int(ts_text)
-    except ValueError:
+    # Header values are attacker-controlled text (aiohttp keeps undecodable bytes as surrogates): every
+    # malformed value must end as Unauthorized, never as an exception from int(), datetime or hmac.
+    if not (ts_text.isascii() and ts_text.isdigit() and len(ts_text) <= 12):
         raise Unauthorized("webhook-timestamp is not a Unix timestamp",
-                           errors=[{"field": "webhook-timestamp", "message": "not an integer"}]) from None
+                           errors=[{"field": "webhook-timestamp", "message": "not an integer"}])
+    try:
+        msg_id.encode()
+    except UnicodeEncodeError:
+        raise Unauthorized("webhook-id is not valid text",
+                           errors=[{"field": "webhook-id", "message": "not valid UTF-8"}]) from None
+    ts = int(ts_text)
     sent = dt.datetime.fromtimestamp(ts, dt.UTC)
     if abs(now - sent) > WEBHOOK_TOLERANCE:
         raise Unauthorized("webhook-timestamp is outside the 5-minute tolerance",
@@ -74,7 +80,7 @@ def verify_webhook(
     expected = {sign_webhook(s.get(), msg_id, ts, body).split(",", 1)[1] for s in secrets}
     for candidate in sig_header.split():
         version, _, sig = candidate.partition(",")
-        if version != "v1" or not sig:
+        if version != "v1" or not sig or not sig.isascii():
             continue
         if any(hmac.compare_digest(sig, e) for e in expected):
             return msg_id

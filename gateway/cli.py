@@ -72,6 +72,9 @@ def _with_pool(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int
 
 
 def _cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    if not (args.customers or args.events):
+        print("contact-gateway seed: say --customers N and/or --events M", file=sys.stderr)
+        return 2
     from gateway.identity import IdentityHasher
     from gateway.seed.customers import seed_customers
 
@@ -83,9 +86,22 @@ def _cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  {done} customers ({done / (time.perf_counter() - start):.0f}/s)", file=sys.stderr)
 
     async def work(pool: Any) -> int:
-        created = await seed_customers(pool, args.customers, args.seed, hasher, progress=progress)
-        print(f"seeded {created} customers (seed {args.seed}) in {time.perf_counter() - start:.1f}s"
-              + (f"; {args.customers - created} existed already" if created < args.customers else ""))
+        if args.customers:
+            created = await seed_customers(pool, args.customers, args.seed, hasher, progress=progress)
+            print(f"seeded {created} customers (seed {args.seed}) in {time.perf_counter() - start:.1f}s"
+                  + (f"; {args.customers - created} existed already" if created < args.customers else ""))
+        if args.events:
+            from gateway.seed.events import seed_events
+
+            began = time.perf_counter()
+
+            def events_progress(done: int) -> None:
+                if done % 1_000_000 < 50_000:
+                    print(f"  {done} events ({done / (time.perf_counter() - began):.0f}/s)", file=sys.stderr)
+
+            written = await seed_events(pool, args.events, args.seed, progress=events_progress)
+            elapsed = time.perf_counter() - began
+            print(f"seeded {written} events (seed {args.seed}) in {elapsed:.1f}s ({written / elapsed:.0f}/s)")
         return 0
 
     return _with_pool(settings, work)
@@ -152,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.set_defaults(func=_cmd_migrate)
-    seed = sub.add_parser("seed", help="create deterministic demo customers")
-    seed.add_argument("--customers", type=int, default=1000, help="how many customers (default 1000)")
+    seed = sub.add_parser("seed", help="create deterministic demo customers and contact histories")
+    seed.add_argument("--customers", type=int, default=0, help="how many customers to add")
+    seed.add_argument("--events", type=int, default=0,
+                      help="how many contact events to add, over the customers in the database")
     seed.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
     seed.set_defaults(func=_cmd_seed)
     imp = sub.add_parser("import", help="load customer documents from an NDJSON file")

@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.segment import SegmentMapping
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
@@ -41,3 +42,4 @@ if TYPE_CHECKING:
 
 SCREENPOP: web.AppKey[ScreenPopService] = web.AppKey("screenpop")
 POP_HUB: web.AppKey[PopHub] = web.AppKey("pop_hub")
+SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")

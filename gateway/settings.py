@@ -104,6 +104,19 @@ class ScreenpopSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MobileSettings:
+    """The Segment-compatible mobile banking API (``/v1/channels/mobile/v1/...``)."""
+
+    segment_events_file: Path = dataclasses.field(metadata=_doc(
+        "TOML mapping of Segment track event names to canonical types and of traits/properties to "
+        "identifiers; relative paths are under the project directory."))
+    max_call_bytes: int = dataclasses.field(metadata=_doc(
+        "Largest decompressed body of a single-message call (`track`, `identify`, ...); Segment's 32 KB."))
+    max_batch_bytes: int = dataclasses.field(metadata=_doc(
+        "Largest decompressed body of a `batch` call; Segment's 500 KB."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
 
@@ -156,6 +169,7 @@ class Settings:
         metadata=_doc("How long a lone event may wait for others to share its commit (0: never wait).")
     )
     screenpop: ScreenpopSettings = dataclasses.field(metadata=_doc("The screen-pop and the agent desktop."))
+    mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -182,6 +196,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 # like Settings' and are documented in the README as ``table.key``.
 NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["ScreenpopSettings"] = ScreenpopSettings
+NESTED_TABLES["MobileSettings"] = MobileSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -382,6 +397,8 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'ingest_max_batch': must be between 1 and 50000")
     if not 0 <= s.ingest_commit_window_ms <= 100:
         raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
+    if not 1024 <= s.mobile.max_call_bytes <= s.mobile.max_batch_bytes:
+        raise SettingsError("setting 'mobile.max_call_bytes': must be at least 1024 and at most mobile.max_batch_bytes")
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
     _check_screenpop(s.screenpop)

@@ -135,8 +135,9 @@ async def test_no_demo_data_without_the_setting(client, db):
 async def test_cli_seed(database_url):
     env = {**os.environ, "CG_DATABASE_URL": database_url, "CG_LOG_FORMAT": "json"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "seed", "--customers", "120", "--seed", "5", env=env,
+        sys.executable, "-m", "gateway", "seed", "--customers", "120", "--events", "2000", "--seed", "5", env=env,
         cwd=Path(__file__).parent.parent, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert out.decode().startswith("seeded 120 customers (seed 5)")
+    assert "seeded 20" in out.decode().splitlines()[1] and " events (seed 5)" in out.decode()
