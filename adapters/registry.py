@@ -23,6 +23,9 @@ class AdapterInfo:
 ADAPTERS: tuple[AdapterInfo, ...] = (
     AdapterInfo("online_banking", "online_banking", "adapters.online_banking", "http", "online_banking"),
     AdapterInfo("segment", "mobile_banking", "adapters.segment", "http", "segment"),
+    AdapterInfo("ami", "voice", "adapters.ami", "tcp", "ami"),
+    AdapterInfo("amazon_connect", "voice", "adapters.amazon_connect", "http", "amazon_connect"),
+    AdapterInfo("cti_webhook", "voice", "adapters.cti_webhook", "http", "cti_webhook"),
 )
 
 

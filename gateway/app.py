@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
+from adapters.ami_client import setup_ami
 from gateway import keys
 from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
@@ -37,6 +38,7 @@ from gateway.identity import IdentityHasher
 from gateway.views import digital, ops
 from gateway.views import events as events_views
 from gateway.views import screenpop as screenpop_views
+from gateway.views import voice
 
 log = structlog.get_logger("gateway.app")
 
@@ -208,6 +210,7 @@ def setup_routes(app: web.Application) -> None:
     events_views.setup_routes(app, api)
     screenpop_views.setup_routes(app, api)
     digital.setup_routes(app, api)
+    voice.setup_routes(app, api)
 
 
 def create_app(
@@ -234,6 +237,7 @@ def create_app(
     setup_screenpop(app)
     setup_templates(app)
     setup_routes(app)
+    setup_ami(app)
     for step in extra_setup or ():
         step(app)
     return app

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from adapters.segment import SegmentMapping
+    from adapters.ami_client import AmiClient
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
@@ -43,3 +44,4 @@ if TYPE_CHECKING:
 SCREENPOP: web.AppKey[ScreenPopService] = web.AppKey("screenpop")
 POP_HUB: web.AppKey[PopHub] = web.AppKey("pop_hub")
 SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
+AMI: web.AppKey[AmiClient] = web.AppKey("ami")

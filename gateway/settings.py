@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -170,6 +171,7 @@ class Settings:
     )
     screenpop: ScreenpopSettings = dataclasses.field(metadata=_doc("The screen-pop and the agent desktop."))
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
+    ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -189,6 +191,70 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AmiSettings:
+    """The Asterisk Manager Interface client (``[ami]``): connection, login and the event mapping."""
+
+    enabled: bool = dataclasses.field(metadata=_doc("Run the AMI client in the gateway process."))
+    host: str = dataclasses.field(metadata=_doc("Asterisk host of the manager interface."))
+    port: int = dataclasses.field(metadata=_doc("TCP port of the manager interface (manager.conf `port`)."))
+    username: str = dataclasses.field(metadata=_doc("Manager user (a `[user]` section of manager.conf)."))
+    secret: Secret = dataclasses.field(metadata=_doc("Manager user's secret.", secret=True))
+    auth: str = dataclasses.field(
+        metadata=_doc("`md5` (challenge-response: the secret never crosses the wire) or `plain`.")
+    )
+    source: str = dataclasses.field(
+        metadata=_doc("`source` of the events it produces, e.g. `cti.asterisk` (a sub-name of a configured source).")
+    )
+    connect_timeout: float = dataclasses.field(metadata=_doc("Seconds to connect, read the banner and log in."))
+    reconnect_initial: float = dataclasses.field(
+        metadata=_doc("First reconnect delay in seconds; doubles per failure, with jitter.")
+    )
+    reconnect_max: float = dataclasses.field(metadata=_doc("Longest reconnect delay in seconds."))
+    ping_interval: float = dataclasses.field(
+        metadata=_doc("Seconds of silence after which a `Ping` action checks the connection (0: never).")
+    )
+    batch_max: int = dataclasses.field(metadata=_doc("Most events handed to ingest in one submit."))
+    max_frame_bytes: int = dataclasses.field(metadata=_doc("Largest AMI frame; longer ones are quarantined."))
+    ivr_variables: tuple[str, ...] = dataclasses.field(
+        metadata=_doc("Dialplan variables whose `VarSet` is an IVR choice (appended to the IVR path).")
+    )
+    ivr_user_events: tuple[str, ...] = dataclasses.field(
+        metadata=_doc("`UserEvent` names carrying IVR data (`Choice`, `Menu`, `CustomerNo`, `AuthLevel`).")
+    )
+    customer_no_variable: str = dataclasses.field(
+        metadata=_doc("Dialplan variable holding the customer number the IVR verified.")
+    )
+    auth_level_variable: str = dataclasses.field(
+        metadata=_doc("Dialplan variable holding how the caller was verified (`ivr_pin`, `voiceprint`, …).")
+    )
+    verified_auth_level: str = dataclasses.field(
+        metadata=_doc("`auth_level` of an IVR-verified customer number when the dialplan sets none.")
+    )
+    internal_number_pattern: str = dataclasses.field(
+        metadata=_doc("Regular expression of internal extensions: such caller IDs are not customer phones.")
+    )
+    agents: Mapping[str, str] = dataclasses.field(
+        metadata=_doc("Table `[ami.agents]`: queue member interface, member name or device → agent id "
+                      "(unlisted ones use the device's last part, `PJSIP/8001` → `8001`).")
+    )
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("md5", "plain"):
+            raise SettingsError(f"setting 'ami.auth': must be md5 or plain (got {self.auth!r})")
+        if not 0 < self.port <= 65535:
+            raise SettingsError(f"setting 'ami.port': must be between 1 and 65535 (got {self.port})")
+        if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
+            raise SettingsError("setting 'ami.reconnect_max': must be at least ami.reconnect_initial, "
+                                "and that above 0")
+        if self.batch_max < 1 or self.max_frame_bytes < 1024:
+            raise SettingsError("setting 'ami.batch_max': must be at least 1 (and ami.max_frame_bytes 1024)")
+        try:
+            re.compile(self.internal_number_pattern)
+        except re.error as exc:
+            raise SettingsError(f"setting 'ami.internal_number_pattern': not a regular expression: {exc}") from None
+
+
 SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 
 # Nested tables of settings: the field's type name -> its frozen dataclass. A field typed with one of
@@ -197,6 +263,7 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["ScreenpopSettings"] = ScreenpopSettings
 NESTED_TABLES["MobileSettings"] = MobileSettings
+NESTED_TABLES["AmiSettings"] = AmiSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -248,6 +315,18 @@ def _coerce(key: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
             if not isinstance(raw, str):
                 raise ValueError("expected a string")
             return Secret(raw)
+        if kind == "tuple[str, ...]":
+            if from_env:
+                return tuple(v.strip() for v in raw.split(",") if v.strip())
+            if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+                raise ValueError("expected a list of strings")
+            return tuple(raw)
+        if kind == "Mapping[str, str]":
+            pairs = [p.partition("=") for p in raw.split(",") if p.strip()] if from_env else None
+            table = {k.strip(): v.strip() for k, _, v in pairs} if pairs is not None else raw
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise ValueError("expected a table of strings (or key=value,key=value)")
+            return dict(table)
         if kind == "tuple[Secret, ...]":
             values = [v.strip() for v in raw.split(",")] if from_env else raw
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
