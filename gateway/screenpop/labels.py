@@ -102,6 +102,8 @@ def label(code: str | None, lang: str = DEFAULT_LANGUAGE) -> str:
     table = _ZH if lang == "zh-CN" else _EN
     if code in table:
         return table[code]
+    if code.lower() in table:
+        return table[code.lower()]
     if lang != "zh-CN" and "." in code:
         return code.replace(".", " ").replace("_", " ")
     return code
