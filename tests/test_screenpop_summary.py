@@ -35,11 +35,11 @@ D = decimal.Decimal
 
 
 def profile(**kw: object) -> CustomerProfile:
-    values: dict[str, object] = dict(
-        id=7, customer_no="C0000000007", name="张三丰", customer_type="personal", segment="mass", tier="standard",
-        vip=False, home_branch="天河支行", relationship_manager="RM1024", service_group="vip",
-        preferred_language="zh-CN", preferred_channel="voice", do_not_call=False, marketing_opt_out=True,
-        risk_rating="C3", aum_band="1m-6m", updated_at=NOW - dt.timedelta(days=1))
+    values: dict[str, object] = {
+        "id": 7, "customer_no": "C0000000007", "name": "张三丰", "customer_type": "personal", "segment": "mass", "tier": "standard",
+        "vip": False, "home_branch": "天河支行", "relationship_manager": "RM1024", "service_group": "vip",
+        "preferred_language": "zh-CN", "preferred_channel": "voice", "do_not_call": False, "marketing_opt_out": True,
+        "risk_rating": "C3", "aum_band": "1m-6m", "updated_at": NOW - dt.timedelta(days=1)}
     values.update(kw)
     return CustomerProfile(**values)  # type: ignore[arg-type]
 

@@ -40,9 +40,9 @@ async def set_link(pool: asyncpg.Pool, interaction_id: uuid.UUID, *, actor: str,
                 customer_id = await fetchval(conn, "customers.id_by_no", _CUSTOMER_ID, customer_no)
                 if customer_id is None:
                     raise ValidationFailed.field("customer_no", "no such customer")
-            elif customer_id is not None:
-                if await fetchval(conn, "customers.exists", _CUSTOMER_EXISTS, customer_id) is None:
-                    raise ValidationFailed.field("customer_id", "no such customer")
+            elif customer_id is not None and await fetchval(conn, "customers.exists", _CUSTOMER_EXISTS,
+                                                              customer_id) is None:
+                raise ValidationFailed.field("customer_id", "no such customer")
             before = await store.get_interaction(conn, interaction_id)
             if before is None:
                 raise NotFound("no such interaction")

@@ -65,7 +65,7 @@ class SummaryCache:
         except (RedisError, OSError) as exc:
             self._breaker.failed(exc, "screenpop.cache_unavailable")
             return None
-        if raw is None:
+        if not isinstance(raw, bytes):
             return None
         try:
             return _decoder.decode(raw)

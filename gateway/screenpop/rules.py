@@ -113,7 +113,7 @@ def parse_rules(data: Mapping[str, Any]) -> tuple[AlertRule, ...]:
         spec = _PARAMS[kind]
         unknown = set(raw) - _COMMON - set(spec)
         if unknown:
-            raise RulesError(f"rule {rule_id!r}: unknown key {sorted(unknown)[0]!r} for a {kind!r} rule")
+            raise RulesError(f"rule {rule_id!r}: unknown key {min(unknown)!r} for a {kind!r} rule")
         params: dict[str, Any] = {}
         for key, (typ, default) in spec.items():
             if key not in raw:
@@ -124,9 +124,9 @@ def parse_rules(data: Mapping[str, Any]) -> tuple[AlertRule, ...]:
             value = raw[key]
             if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
                 raise RulesError(f"rule {rule_id!r}: {key!r} must be a {typ.__name__}")
-            if typ is int and value < 0:
+            if isinstance(value, int) and value < 0:
                 raise RulesError(f"rule {rule_id!r}: {key!r} must not be negative")
-            params[key] = tuple(value) if typ is list else value
+            params[key] = tuple(value) if isinstance(value, list) else value
         rules.append(AlertRule(rule_id, kind, raw["severity"], raw["category"],
                                _texts(rule_id, "title", raw.get("title"), kind),
                                _texts(rule_id, "why", raw.get("why"), kind), params))

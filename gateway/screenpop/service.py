@@ -175,7 +175,8 @@ class ScreenPopService:
         answered at the agent in PostgreSQL."""
         if not self.breaker.open:
             try:
-                return await self.redis.get(redis_keys.current_pop(agent_id))
+                raw = await self.redis.get(redis_keys.current_pop(agent_id))
+                return raw if isinstance(raw, bytes) else None
             except (RedisError, OSError) as exc:
                 self.breaker.failed(exc, "screenpop.current_pop_unavailable")
         iid = await store.agent_current_call(self.pool, agent_id, self.clock.now() - CURRENT_CALL_WINDOW)

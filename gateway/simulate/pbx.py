@@ -23,6 +23,7 @@ from adapters.ami import Frame, FrameParser
 log = structlog.get_logger("gateway.simulate.pbx")
 
 BANNER = b"Asterisk Call Manager/7.0.3\r\n"
+AGENT_CALLED = b"Event: AgentCalled\r\n"
 
 
 def _frame(*pairs: tuple[str, str]) -> bytes:
@@ -126,8 +127,12 @@ def _channel(channel: str, uid: str, linked: str, number: str, name: str, *, sta
 
 
 def call_frames(linked: str, caller: str, caller_name: str, agent: str, queue: str, at: float,
-                ivr: tuple[str, ...] = ()) -> tuple[bytes, bytes, bytes]:
-    """(ringing, answered, ended) AMI frame bytes of one queue call to ``agent`` starting at epoch ``at``."""
+                ivr: tuple[str, ...] = (), customer_no: str | None = None) -> tuple[bytes, bytes, bytes]:
+    """(ringing, answered, ended) AMI frame bytes of one queue call to ``agent`` starting at epoch ``at``.
+
+    The ringing bytes end with the ``AgentCalled`` frame (:data:`AGENT_CALLED` marks where it starts).
+    With ``customer_no`` the IVR verified the caller (``IVR_CUSTOMER_NO``, auth level ``ivr_pin``).
+    """
     trunk = f"PJSIP/trunk-cmcc-{linked.replace('.', '')[-8:]}"
     leg_uid = f"{linked}1"
     leg = f"PJSIP/{agent}-{leg_uid.replace('.', '')[-8:]}"
@@ -142,6 +147,11 @@ def call_frames(linked: str, caller: str, caller_name: str, agent: str, queue: s
         ring.append(_frame(("Event", "VarSet"), ("Privilege", "dialplan,all"), ts(1 + n),
                            *_channel(trunk, linked, linked, caller, caller_name, context="ivr-main"),
                            ("Variable", "IVR_CHOICE"), ("Value", choice)))
+    if customer_no:
+        for n, (var, value) in enumerate((("IVR_AUTH_LEVEL", "ivr_pin"), ("IVR_CUSTOMER_NO", customer_no))):
+            ring.append(_frame(("Event", "VarSet"), ("Privilege", "dialplan,all"), ts(1.2 + len(ivr) + n / 10),
+                               *_channel(trunk, linked, linked, caller, caller_name, context="ivr-main"),
+                               ("Variable", var), ("Value", value)))
     q_at = 1.5 + len(ivr)
     ring.append(_frame(("Event", "QueueCallerJoin"), ("Privilege", "agent,all"), ts(q_at),
                        *_channel(trunk, linked, linked, caller, caller_name, context="queues"),

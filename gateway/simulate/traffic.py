@@ -24,7 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import structlog
@@ -63,7 +63,7 @@ def _doc(name: str, *, segment: str = "mass", tier: str = "standard", vip: bool 
 
 def demo_customers() -> dict[str, dict[str, Any]]:
     """customer_no -> document. Phone numbers are fictitious."""
-    iso = lambda d: d.isoformat()  # noqa: E731
+    iso = lambda d: d.isoformat()
     return {
         "C9000000001": _doc(
             "张伟", segment="wealth", tier="platinum", vip=True,
@@ -178,7 +178,7 @@ class Simulator:
     def _key(self, source: str) -> str:
         return self.settings.sources[source].api_keys[0].get()
 
-    async def __aenter__(self) -> Simulator:
+    async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self
 

@@ -128,7 +128,7 @@ POP_SCHEMA: dict[str, Any] = {
         "candidates": {"type": "array", "items": _OBJ},
     },
 }
-_SECURITY = [{"apiKey": []}, {"bearer": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 
 
 def setup_routes(app: web.Application, api: ApiRegistry) -> None:
