@@ -26,19 +26,21 @@ from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
 from gateway.db.migrate import migrate
 from gateway.embedded import EmbeddedStores
-from gateway.metrics import create_metrics
-from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
-from gateway.openapi import ApiRegistry
-from gateway.settings import PROJECT_ROOT, Settings
-from gateway.views import customers as customer_views
 from gateway.events.ingest import Ingestor
 from gateway.events.partitions import PartitionManager
 from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
-from gateway.views import digital, ops
+from gateway.metrics import create_metrics
+from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
+from gateway.openapi import ApiRegistry
+from gateway.settings import PROJECT_ROOT, Settings
+from gateway.views import agent as agent_views
+from gateway.views import customers as customer_views
+from gateway.views import digital, ops, voice
 from gateway.views import events as events_views
+from gateway.views import login as login_views
 from gateway.views import screenpop as screenpop_views
-from gateway.views import voice
+from gateway.views.access import policy_middleware
 
 log = structlog.get_logger("gateway.app")
 
@@ -192,6 +194,25 @@ def setup_screenpop(app: web.Application) -> None:
         await hub.stop()
 
     app.cleanup_ctx.append(screenpop_ctx)
+def setup_users(app: web.Application) -> None:
+    """Accounts (PostgreSQL), sessions and login throttling (Redis). Runs after the Redis context."""
+    import secrets
+
+    from gateway.users.service import UserService, password_hasher
+    from gateway.users.sessions import LoginThrottle, SessionStore
+
+    settings = app[keys.SETTINGS]
+    # Without a configured secret, one per start: sessions then end when the gateway restarts.
+    secret = settings.session_secret.get().encode() if settings.session_secret else secrets.token_bytes(32)
+
+    async def users_ctx(app: web.Application) -> AsyncIterator[None]:
+        sessions = SessionStore(app[keys.REDIS], secret, settings.sessions, app[keys.CLOCK])
+        app[keys.SESSIONS] = sessions
+        app[keys.LOGIN_THROTTLE] = LoginThrottle(app[keys.REDIS], settings.sessions)
+        app[keys.USERS] = UserService(app[keys.DB], password_hasher(settings.sessions), app[keys.CLOCK], sessions)
+        yield
+
+    app.cleanup_ctx.append(users_ctx)
 
 
 def setup_templates(app: web.Application) -> None:
@@ -206,9 +227,11 @@ def setup_templates(app: web.Application) -> None:
 def setup_routes(app: web.Application) -> None:
     api = app[keys.API]
     ops.setup_routes(app, api)
+    login_views.setup_routes(app, api)
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
     screenpop_views.setup_routes(app, api)
+    agent_views.setup_routes(app, api)
     digital.setup_routes(app, api)
     voice.setup_routes(app, api)
 
@@ -221,7 +244,7 @@ def create_app(
 ) -> web.Application:
     """Build the gateway application. Nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[request_id_middleware, access_middleware, problem_middleware],
+        middlewares=[request_id_middleware, access_middleware, problem_middleware, policy_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -235,6 +258,7 @@ def create_app(
     setup_demo(app)
     setup_ingest(app)
     setup_screenpop(app)
+    setup_users(app)
     setup_templates(app)
     setup_routes(app)
     setup_ami(app)

@@ -195,6 +195,69 @@ def _cmd_rehash(settings: Settings, args: argparse.Namespace) -> int:
     return _with_pool(settings, work)
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: one line from stdin with ``--password-stdin``, else asked twice on the terminal."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("new password: ")
+    if first != getpass.getpass("again: "):
+        raise SystemExit("contact-gateway: the passwords differ")
+    return first
+
+
+def _cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass as _getpass
+
+    from gateway.clock import SystemClock
+    from gateway.errors import GatewayError
+    from gateway.users.service import UserService, password_hasher
+
+    actor = f"cli:{_getpass.getuser()}"
+
+    async def work(pool: Any) -> int:
+        sessions = None
+        client = None
+        if settings.redis_url:  # so that disable/reset end live sessions at once (the DB check does too)
+            import redis.asyncio as aioredis
+
+            from gateway.users.sessions import SessionStore
+
+            client = aioredis.Redis.from_url(settings.redis_url.get())
+            sessions = SessionStore(client, b"", settings.sessions, SystemClock())
+        service = UserService(pool, password_hasher(settings.sessions), SystemClock(), sessions)
+        try:
+            if args.user_command == "add":
+                user = await service.add(args.name, args.display_name or args.name, args.role, args.agent_id,
+                                         _read_password(args), actor=actor)
+                print(f"added {user.role} {user.name}" + (f" (agent id {user.agent_id})" if user.agent_id else ""))
+            elif args.user_command == "disable":
+                await service.set_disabled(args.name, True, actor=actor)
+                print(f"disabled {args.name}; their sessions have ended")
+            elif args.user_command == "enable":
+                await service.set_disabled(args.name, False, actor=actor)
+                print(f"enabled {args.name}")
+            elif args.user_command == "reset":
+                await service.reset_password(args.name, _read_password(args), actor=actor)
+                print(f"new password set for {args.name}; their sessions have ended")
+            else:
+                for u in await service.list():
+                    print(f"{u.name:<24} {u.role:<11} {u.agent_id or '-':<10} "
+                          f"{'disabled' if u.disabled else 'enabled':<9} {u.display_name}")
+            return 0
+        except GatewayError as exc:
+            print(f"contact-gateway user: {exc.detail or exc.title}", file=sys.stderr)
+            for err in exc.extensions.get("errors", []):
+                print(f"  {err['field']}: {err['message']}", file=sys.stderr)
+            return 1
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    return _with_pool(settings, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="contact-gateway", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     rehash.add_argument("--prune-stale", action="store_true",
                         help="delete identifiers still digested under older keys")
     rehash.set_defaults(func=_cmd_rehash)
+    user = sub.add_parser("user", help="people's accounts: add, disable, enable, reset, list")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add a user")
+    add.add_argument("name", help="login name: lower-case letters, digits, '.', '_', '-'")
+    add.add_argument("--role", required=True, choices=["agent", "supervisor", "admin"])
+    add.add_argument("--agent-id", help="the agent's CTI id (坐席号); required for agents")
+    add.add_argument("--display-name", help="name shown on the pages (default: the login name)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    for name, text in (("disable", "disable a user and end their sessions"), ("enable", "enable a user again")):
+        p = user_sub.add_parser(name, help=text)
+        p.add_argument("name")
+    reset = user_sub.add_parser("reset", help="set a new password and end the user's sessions")
+    reset.add_argument("name")
+    reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user_sub.add_parser("list", help="list users")
+    user.set_defaults(func=_cmd_user)
     return parser
 
 

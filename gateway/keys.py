@@ -45,3 +45,11 @@ SCREENPOP: web.AppKey[ScreenPopService] = web.AppKey("screenpop")
 POP_HUB: web.AppKey[PopHub] = web.AppKey("pop_hub")
 SEGMENT_MAPPING: web.AppKey[SegmentMapping] = web.AppKey("segment_mapping")
 AMI: web.AppKey[AmiClient] = web.AppKey("ami")
+
+if TYPE_CHECKING:
+    from gateway.users.service import UserService
+    from gateway.users.sessions import LoginThrottle, SessionStore
+
+USERS: web.AppKey[UserService] = web.AppKey("users")
+SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
+LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")

@@ -59,6 +59,8 @@ class ApiRegistry:
     operations: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     schemas: dict[str, Any] = dataclasses.field(default_factory=lambda: {"Problem": PROBLEM_SCHEMA})
     security_schemes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # (METHOD, path) -> the route's access policy (gateway.views.access.Access); a route without one is refused
+    access: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
@@ -91,9 +93,17 @@ def add_route(
     *,
     html: bool = False,
     name: str | None = None,
+    access: Any = None,
 ) -> None:
-    """Register a route and (unless it is an HTML page) its OpenAPI operation."""
+    """Register a route, its access policy and (unless it is an HTML page) its OpenAPI operation.
+
+    ``access`` is a :class:`gateway.views.access.Access` saying who may call the route (``PUBLIC``,
+    ``users(...)``, ``sources(...)``). A route registered without one is refused to everybody (deny by
+    default; see :mod:`gateway.views.access`).
+    """
     app.router.add_route(method, path, handler, name=name)
+    if access is not None:
+        registry.access[(method.upper(), path)] = access
     if html or method == "*":
         return
     if operation is None:

@@ -52,3 +52,6 @@ POP_CHANNEL_PATTERN = PREFIX + "popch:*"
 def pop_claim(event_id: str) -> str:
     """Claimed by the one instance that builds the pop of a ringing event (SET NX)."""
     return f"{PREFIX}popclaim:{event_id}"
+def user_sessions(name: str) -> str:
+    """The set of one user's session digests (so that disabling the user ends them all)."""
+    return f"{PREFIX}user-sessions:{name}"

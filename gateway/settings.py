@@ -118,6 +118,30 @@ class MobileSettings:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """People's login sessions (table ``[sessions]``): timeouts, the cookie, login throttling, hashing."""
+
+    idle_timeout_seconds: int = dataclasses.field(
+        metadata=_doc("A session unused for this long ends (the user logs in again)."))
+    absolute_timeout_seconds: int = dataclasses.field(
+        metadata=_doc("A session ends this long after login, however busy it is."))
+    cookie_secure: str = dataclasses.field(
+        metadata=_doc("`auto` (Secure cookie when `public_url` is https), `true`, or `false` for plain-http "
+                      "localhost development."))
+    cookie_samesite: str = dataclasses.field(metadata=_doc("SameSite attribute of the session cookie: "
+                                                           "`Lax` or `Strict`."))
+    login_max_failures_per_user: int = dataclasses.field(
+        metadata=_doc("Failed logins of one user name within `login_throttle_seconds` before it is throttled."))
+    login_max_failures_per_ip: int = dataclasses.field(
+        metadata=_doc("Failed logins from one client address within `login_throttle_seconds` before it is "
+                      "throttled."))
+    login_throttle_seconds: int = dataclasses.field(
+        metadata=_doc("Window of the login failure counters; a throttled login may retry after it."))
+    password_time_cost: int = dataclasses.field(metadata=_doc("argon2id passes when hashing a password."))
+    password_memory_kib: int = dataclasses.field(metadata=_doc("argon2id memory per hash, in KiB."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the gateway. Each field's ``doc`` is the README's text for it."""
 
@@ -172,6 +196,7 @@ class Settings:
     screenpop: ScreenpopSettings = dataclasses.field(metadata=_doc("The screen-pop and the agent desktop."))
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
     ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
+    sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -186,6 +211,12 @@ class Settings:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}"
+
+    def session_cookie_secure(self) -> bool:
+        """Whether the session cookie carries ``Secure``: ``auto`` follows the scheme of ``public_url``."""
+        if self.sessions.cookie_secure == "auto":
+            return self.public_url.lower().startswith("https://")
+        return self.sessions.cookie_secure == "true"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -264,6 +295,7 @@ NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["ScreenpopSettings"] = ScreenpopSettings
 NESTED_TABLES["MobileSettings"] = MobileSettings
 NESTED_TABLES["AmiSettings"] = AmiSettings
+NESTED_TABLES["SessionSettings"] = SessionSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -481,6 +513,7 @@ def _check_ranges(s: Settings) -> None:
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
     _check_screenpop(s.screenpop)
+    _check_sessions(s.sessions)
 
 
 def _check_screenpop(sp: ScreenpopSettings) -> None:
@@ -493,6 +526,24 @@ def _check_screenpop(sp: ScreenpopSettings) -> None:
         sp.pop_url_template.format(base_url="", interaction_id="", agent_id="")
     except (KeyError, IndexError, ValueError) as exc:
         raise SettingsError(f"setting 'screenpop.pop_url_template': unknown placeholder or bad braces ({exc})") from None
+
+
+def _check_sessions(ss: SessionSettings) -> None:
+    if ss.idle_timeout_seconds < 60:
+        raise SettingsError("setting 'sessions.idle_timeout_seconds': must be at least 60")
+    if ss.absolute_timeout_seconds < ss.idle_timeout_seconds:
+        raise SettingsError("setting 'sessions.absolute_timeout_seconds': must be at least idle_timeout_seconds")
+    if ss.cookie_secure not in ("auto", "true", "false"):
+        raise SettingsError(f"setting 'sessions.cookie_secure': must be auto, true or false "
+                            f"(got {ss.cookie_secure!r})")
+    if ss.cookie_samesite not in ("Lax", "Strict"):
+        raise SettingsError(f"setting 'sessions.cookie_samesite': must be Lax or Strict (got {ss.cookie_samesite!r})")
+    for name in ("login_max_failures_per_user", "login_max_failures_per_ip", "login_throttle_seconds",
+                 "password_time_cost"):
+        if getattr(ss, name) < 1:
+            raise SettingsError(f"setting 'sessions.{name}': must be at least 1")
+    if ss.password_memory_kib < 1024:
+        raise SettingsError("setting 'sessions.password_memory_kib': must be at least 1024")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

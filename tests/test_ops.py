@@ -39,7 +39,10 @@ async def test_unexpected_exception_is_500_problem_without_internals(aiohttp_cli
         raise RuntimeError("secret internal detail 6217000012345678")
 
     def add_boom(app: web.Application) -> None:
-        app.router.add_get("/boom", boom)
+        from gateway.views.access import PUBLIC, declare
+
+        app.router.add_route("GET", "/boom", boom)
+        declare(app, "GET", "/boom", PUBLIC)
 
     client = await aiohttp_client(create_app(settings, extra_setup=[add_boom]))
     resp = await client.get("/boom", headers={"X-Request-ID": "req-500-test"})

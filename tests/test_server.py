@@ -25,7 +25,10 @@ SLOW_SERVER = textwrap.dedent("""
         return web.json_response({"finished": True})
 
     def add_slow(app):
-        app.router.add_get("/slow", slow)
+        from gateway.views.access import PUBLIC, declare
+
+        app.router.add_route("GET", "/slow", slow)
+        declare(app, "GET", "/slow", PUBLIC)
 
     settings = load_settings(env={}, database_url=sys.argv[1], redis_url=sys.argv[2], http_port=0,
                              shutdown_grace_seconds=10.0, log_format="json")
@@ -134,11 +137,11 @@ async def test_serve_with_embedded_stores_end_to_end(tmp_path, unused_tcp_port):
 def test_every_json_route_is_in_the_openapi_document(settings):
     app = create_app(settings)
     doc = app[__import__("gateway.keys", fromlist=["API"]).API].document()
-    html_prefixes = ("/agent", "/console", "/login", "/logout", "/static")
+    html_prefixes = ("/agent", "/console", "/login", "/logout", "/static", "/lang/")
     missing = []
     for route in app.router.routes():
         path = route.resource.canonical if route.resource else ""
-        if route.method in ("HEAD", "*") or path.startswith(html_prefixes):
+        if route.method in ("HEAD", "*") or path == "/" or path.startswith(html_prefixes):
             continue
         if route.method.lower() not in doc["paths"].get(path, {}):
             missing.append(f"{route.method} {path}")

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import secrets
 import socket
+import sys
 from collections.abc import AsyncIterator
 
 import structlog
@@ -27,6 +28,12 @@ from gateway.simulate.traffic import AmiPhone, Simulator
 log = structlog.get_logger("gateway.simulate.demo")
 
 DEMO_AMI_USER = "demo-pbx"
+# (name, display name, role, agent id, password): demo accounts only, created by `serve --demo`.
+DEMO_USERS: tuple[tuple[str, str, str, str | None, str], ...] = (
+    ("agent1", "王小明", "agent", "8001", "demo-agent1-pass"),
+    ("agent2", "李小红", "agent", "8002", "demo-agent2-pass"),
+    ("super1", "陈班长", "supervisor", None, "demo-super1-pass"),
+)
 
 
 def free_port() -> int:
@@ -44,9 +51,30 @@ def demo_settings(settings: Settings) -> Settings:
     return settings.replace(ami=ami)
 
 
+async def ensure_demo_users(app: web.Application) -> None:
+    """Create the demo accounts that do not exist yet, and say how to log in."""
+    users = app[keys.USERS]
+    for name, display, role, agent_id, password in DEMO_USERS:
+        if await users.get(name) is None:
+            await users.add(name, display, role, agent_id, password, actor="system:demo")
+    url = app[keys.SETTINGS].base_url()
+    lines = [f"  {name} / {password}  ({role}{', agent ' + agent_id if agent_id else ''})"
+             for name, _, role, agent_id, password in DEMO_USERS]
+    print(f"\ncontact-gateway demo: open {url}/agent and log in as one of\n" + "\n".join(lines)
+          + "\ncalls ring at agents 8001 and 8002 every few seconds.\n", file=sys.stderr, flush=True)
+
+
 def setup_demo_traffic(app: web.Application) -> None:
     settings = app[keys.SETTINGS]
-    if not (settings.demo and settings.ami.enabled and settings.ami.username == DEMO_AMI_USER):
+    if not settings.demo:
+        return
+
+    async def demo_users_ctx(app: web.Application) -> AsyncIterator[None]:
+        await ensure_demo_users(app)
+        yield
+
+    app.cleanup_ctx.append(demo_users_ctx)
+    if not (settings.ami.enabled and settings.ami.username == DEMO_AMI_USER):
         return
 
     async def demo_traffic_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from gateway import keys
+from gateway import audit, keys
 from gateway.auth import authenticate
 from gateway.customers.model import (
     Appointment,
@@ -28,16 +28,23 @@ from gateway.customers.model import (
 )
 from gateway.errors import UnsupportedMediaType, ValidationFailed
 from gateway.identity import KINDS
+from gateway.middleware import request_id_of
 from gateway.openapi import ApiRegistry, add_route, json_response
+from gateway.views.access import PRINCIPAL, READERS, current_user, source_principal, sources
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines")
 _encoder = msgspec.json.Encoder(decimal_format="string")
 
 
 def _authenticate(request: web.Request) -> str:
+    """The logged-in user the route's policy admitted, or else a source with the ``customers`` scope."""
+    user = current_user(request)
+    if user is not None:
+        return user.actor
     app = request.app
     source, _ = authenticate(request.headers, b"", app[keys.SETTINGS].sources, app[keys.CLOCK].now(),
                              scope="customers")
+    request[PRINCIPAL] = source_principal(source)
     structlog.contextvars.bind_contextvars(source=source.name)
     return source.name
 
@@ -96,6 +103,11 @@ async def put_customer(request: web.Request) -> web.Response:
 async def get_customer(request: web.Request) -> web.Response:
     _authenticate(request)
     view = await request.app[keys.CUSTOMERS].get(_customer_no(request))
+    user = current_user(request)
+    if user is not None:  # people's views of a customer are audited, with the reason they give
+        reason = request.query.get("reason", "")[:200] or None
+        await audit.record(request.app[keys.DB], actor=user.actor, actor_role=user.role, action="customer.view",
+                           customer_id=view.profile.id, reason=reason, request_id=request_id_of(request))
     return _json(document_json(view))
 
 
@@ -209,23 +221,23 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
                         "description": f"a {k} (give exactly one identifier)"} for k in KINDS],
         "responses": {"200": json_response("resolved, ambiguous (all candidates) or unidentified",
                                            RESOLUTION_SCHEMA)},
-    })
+    }, access=sources("customers", roles=READERS))
     add_route(app, api, "POST", "/v1/customers/import", import_customers, {
         "operationId": "importCustomers", "summary": "Bulk-load customer documents (NDJSON)", "tags": ["customers"],
         "security": _SECURITY,
         "requestBody": {"required": True, "content": {t: {"schema": _ref("CustomerDocument")}
                                                       for t in NDJSON_TYPES[:2]}},
         "responses": {"200": json_response("What was loaded and which lines were rejected", IMPORT_REPORT_SCHEMA)},
-    })
+    }, access=sources("customers"))
     add_route(app, api, "PUT", "/v1/customers/{customer_no}", put_customer, {
         "operationId": "putCustomer", "summary": "Upsert one complete customer document", "tags": ["customers"],
         "security": _SECURITY, "parameters": [_PATH_PARAM],
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CustomerDocument")}}},
         "responses": {"200": json_response("Updated", STORED_CUSTOMER_SCHEMA),
                       "201": json_response("Created", STORED_CUSTOMER_SCHEMA)},
-    })
+    }, access=sources("customers"))
     add_route(app, api, "GET", "/v1/customers/{customer_no}", get_customer, {
         "operationId": "getCustomer", "summary": "One customer's document", "tags": ["customers"],
         "security": _SECURITY, "parameters": [_PATH_PARAM],
         "responses": {"200": json_response("The stored document", STORED_CUSTOMER_SCHEMA)},
-    })
+    }, access=sources("customers", roles=READERS))

@@ -45,6 +45,8 @@ from gateway.events.sink import IngestResult
 from gateway.middleware import request_id_of
 from gateway.openapi import ApiRegistry, add_route, json_response
 from gateway.settings import PROJECT_ROOT, SourceSettings
+from gateway.views.access import PRINCIPAL, source_principal
+from gateway.views.access import sources as sources_access
 
 log = structlog.get_logger("gateway.digital")
 
@@ -74,6 +76,7 @@ async def online_banking_webhook(request: web.Request) -> web.Response:
     sources = app[keys.SETTINGS].sources
     source, webhook_id = authenticate(request.headers, body, sources, app[keys.CLOCK].now(),
                                       only=_sources_named(sources, ONLINE_BANKING_SOURCE))
+    request[PRINCIPAL] = source_principal(source, webhook_id)
     if webhook_id is None:
         raise Unauthorized("this endpoint takes Standard Webhooks signatures (webhook-id, webhook-timestamp, "
                            "webhook-signature)")
@@ -181,6 +184,7 @@ async def _segment_call(request: web.Request, call: str) -> web.Response:
     now = app[keys.CLOCK].now()
     source, _ = authenticate(request.headers, body, sources, now, api_key=_write_key(request, obj),
                              only=_sources_named(sources, MOBILE_SOURCE))
+    request[PRINCIPAL] = source_principal(source)
     mapping = app[keys.SEGMENT_MAPPING]
     if call == "batch":
         parsed = segment.parse_batch(obj, source=source.name, received_at=now, mapping=mapping)
@@ -346,7 +350,7 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
             "422": {"description": "The event is invalid; errors name the field",
                     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
         },
-    })
+    }, access=sources_access("events"))
     for call in ("batch", *SEGMENT_CALLS):
         add_route(app, api, "POST", f"/v1/channels/mobile/v1/{call}", _segment_view(call),
-                  _segment_operation(call))
+                  _segment_operation(call), access=sources_access("events"))

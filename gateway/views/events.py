@@ -41,7 +41,7 @@ from gateway.events.model import (
 from gateway.events.sink import IngestResult
 from gateway.middleware import request_id_of
 from gateway.openapi import ApiRegistry, add_route, json_response
-from gateway.views.access import Principal, require_source
+from gateway.views.access import PUBLIC, READERS, Principal, require_reader, require_source, sources
 
 JSON = "application/json"
 CE_JSON = "application/cloudevents+json"
@@ -217,7 +217,7 @@ _CUSTOMER_NOS = "SELECT id, customer_no FROM customers WHERE id = ANY($1::bigint
 
 
 async def list_customer_interactions(request: web.Request) -> web.Response:
-    await require_source(request, "read")
+    await require_reader(request, "read")
     customer_no = request.match_info["customer_no"]
     limit = _limit(request)
     cursor = request.query.get("cursor")
@@ -245,7 +245,7 @@ def _interaction_id(request: web.Request) -> uuid.UUID:
 
 
 async def get_interaction(request: web.Request) -> web.Response:
-    await require_source(request, "read")
+    await require_reader(request, "read")
     iid = _interaction_id(request)
     limit = _limit(request) if "limit" in request.query else MAX_PAGE
     async with request.app[keys.DB].acquire() as conn:
@@ -286,14 +286,14 @@ async def _link_body(request: web.Request, need_customer: bool) -> _LinkBody:
 
 
 async def link_interaction(request: web.Request) -> web.Response:
-    principal = await require_source(request, "link")
+    principal = await require_reader(request, "link")
     iid = _interaction_id(request)
     body = await _link_body(request, need_customer=True)
     return await _set_link(request, principal, iid, body.customer_no, body.reason)
 
 
 async def unlink_interaction(request: web.Request) -> web.Response:
-    principal = await require_source(request, "link")
+    principal = await require_reader(request, "link")
     iid = _interaction_id(request)
     body = await _link_body(request, need_customer=False)
     return await _set_link(request, principal, iid, None, body.reason)
@@ -366,27 +366,27 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
         "responses": {"201": json_response("Accepted: committed", RESULT_SCHEMA),
                       "200": json_response("A duplicate of a stored event, or a batch's per-event results",
                                            {"oneOf": [RESULT_SCHEMA, BATCH_SCHEMA]})},
-    })
+    }, access=sources("events"))
     add_route(app, api, "GET", "/v1/schema/contact-event.json", get_schema, {
         "operationId": "contactEventSchema", "summary": "JSON Schema of the canonical contact event",
         "tags": ["ingest"],
         "responses": {"200": {"description": "JSON Schema",
                               "content": {"application/schema+json": {"schema": {"type": "object"}}}}},
-    })
+    }, access=PUBLIC)
     add_route(app, api, "GET", "/v1/customers/{customer_no}/interactions", list_customer_interactions, {
         "operationId": "listCustomerInteractions", "summary": "A customer's interactions, newest first",
         "tags": ["history"], "security": _SECURITY,
         "parameters": [{"name": "customer_no", "in": "path", "required": True, "schema": {"type": "string"}},
                        *_PAGE_PARAMS],
         "responses": {"200": json_response("A page of interactions", PAGE_SCHEMA)},
-    })
+    }, access=sources("read", roles=READERS))
     iid_param = {"name": "interaction_id", "in": "path", "required": True,
                  "schema": {"type": "string", "format": "uuid"}}
     add_route(app, api, "GET", "/v1/interactions/{interaction_id}", get_interaction, {
         "operationId": "getInteraction", "summary": "One interaction with its events", "tags": ["history"],
         "security": _SECURITY, "parameters": [iid_param],
         "responses": {"200": json_response("The interaction", INTERACTION_SCHEMA)},
-    })
+    }, access=sources("read", roles=READERS))
     for path, handler, op, summary in (
         ("/v1/interactions/{interaction_id}/link", link_interaction, "linkInteraction", "Link to a customer"),
         ("/v1/interactions/{interaction_id}/unlink", unlink_interaction, "unlinkInteraction",
@@ -397,4 +397,4 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
             "parameters": [iid_param],
             "requestBody": {"required": True, "content": {JSON: {"schema": _LINK_BODY}}},
             "responses": {"200": json_response("The interaction after the change", INTERACTION_SCHEMA)},
-        })
+        }, access=sources("link", roles=READERS))

@@ -11,6 +11,7 @@ from gateway import keys
 from gateway.db.migrate import current_version, latest_version
 from gateway.errors import NotReady
 from gateway.openapi import ApiRegistry, add_route, json_response, openapi_view
+from gateway.views.access import PUBLIC
 
 READY_TIMEOUT = 2.0
 
@@ -73,17 +74,17 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
     add_route(app, api, "GET", "/healthz", healthz, {
         "operationId": "healthz", "summary": "Liveness", "tags": ["operations"],
         "responses": {"200": json_response("The process is alive", HEALTH_SCHEMA)},
-    })
+    }, access=PUBLIC)
     add_route(app, api, "GET", "/readyz", readyz, {
         "operationId": "readyz", "summary": "Readiness: PostgreSQL, Redis, migrations", "tags": ["operations"],
         "responses": {"200": json_response("Ready", READY_SCHEMA)},
-    })
+    }, access=PUBLIC)
     add_route(app, api, "GET", "/metrics", metrics_view, {
         "operationId": "metrics", "summary": "Prometheus metrics", "tags": ["operations"],
         "responses": {"200": {"description": "Prometheus text exposition",
                               "content": {"text/plain": {"schema": {"type": "string"}}}}},
-    })
+    }, access=PUBLIC)
     add_route(app, api, "GET", "/openapi.json", openapi_view, {
         "operationId": "openapi", "summary": "This OpenAPI document", "tags": ["operations"],
         "responses": {"200": json_response("OpenAPI 3.1 document")},
-    })
+    }, access=PUBLIC)

@@ -16,21 +16,21 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from gateway import keys
-from gateway.errors import BadRequest, NotFound, ValidationFailed
+from gateway.errors import BadRequest, Forbidden, NotFound, ValidationFailed
 from gateway.events.ingest import interaction_uuid
 from gateway.identity import KINDS
 from gateway.middleware import request_id_of
 from gateway.openapi import ApiRegistry, add_route, json_response
 from gateway.screenpop.model import Pop
 from gateway.screenpop.service import pop_json
-from gateway.views.access import Principal, require_source
+from gateway.views.access import READERS, Principal, require_reader, sources
 
 HEARTBEAT_SECONDS = 25.0
 
 
 async def screen_principal(request: web.Request) -> Principal:
-    """A source with scope ``read``."""
-    return await require_source(request, "read")
+    """A logged-in agent or supervisor, or else a source with scope ``read``."""
+    return await require_reader(request, "read")
 
 
 def _json(body: bytes) -> web.Response:
@@ -105,8 +105,12 @@ async def agent_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def stream_principal(request: web.Request, agent_id: str) -> Principal:
-    """Who may watch an agent's stream: a source with scope ``read`` (other vendors' desktops)."""
-    return await require_source(request, "read")
+    """Who may watch an agent's stream: that agent, a supervisor, or a source with scope ``read``
+    (other vendors' desktops)."""
+    principal = await require_reader(request, "read")
+    if principal.role == "agent" and principal.agent_id != agent_id:
+        raise Forbidden("an agent watches only their own stream")
+    return principal
 
 
 _OBJ: dict[str, Any] = {"type": "object"}
@@ -145,7 +149,7 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
         "operationId": "getScreenPop", "summary": "The screen-pop for a caller, an interaction or an agent (audited)",
         "tags": ["screenpop"], "security": _SECURITY, "parameters": params,
         "responses": {"200": json_response("The pop", POP_SCHEMA)},
-    })
+    }, access=sources("read", roles=READERS))
     add_route(app, api, "GET", "/v1/agents/{agent_id}/stream", agent_stream, {
         "operationId": "agentStream", "summary": "WebSocket: live pops for one agent's desktop",
         "description": "Upgrade to a WebSocket. Frames: {type: pop, pop}, {type: call, event, interaction_id}, "
@@ -153,4 +157,4 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
         "tags": ["screenpop"], "security": _SECURITY,
         "parameters": [{"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {"101": {"description": "Switching to the WebSocket protocol"}},
-    })
+    }, access=sources("read", roles=READERS))

@@ -28,7 +28,7 @@ from gateway.errors import Forbidden, UnsupportedMediaType, ValidationFailed
 from gateway.events.model import check_event, decode_json
 from gateway.events.sink import IngestResult
 from gateway.openapi import ApiRegistry, add_route, json_response
-from gateway.views.access import Principal, require_source
+from gateway.views.access import Principal, require_source, sources
 
 JSON = "application/json"
 AMAZON_CONNECT_SUFFIX = "amazon-connect"
@@ -130,7 +130,7 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
         "responses": {"201": json_response("Accepted: committed", RESULT_SCHEMA),
                       "200": json_response("A duplicate, or an event type the history does not keep",
                                            {"oneOf": [RESULT_SCHEMA, IGNORED_SCHEMA]})},
-    })
+    }, access=sources("events"))
     ref = {"$ref": "#/components/schemas/CtiEvent"}
     add_route(app, api, "POST", "/v1/channels/voice/events", post_cti_events, {
         "operationId": "postCtiEvents", "tags": ["voice"],
@@ -142,4 +142,4 @@ def setup_routes(app: web.Application, api: ApiRegistry) -> None:
         "responses": {"201": json_response("Accepted: committed", RESULT_SCHEMA),
                       "200": json_response("A duplicate, or a batch's per-event results",
                                            {"oneOf": [RESULT_SCHEMA, BATCH_SCHEMA]})},
-    })
+    }, access=sources("events"))

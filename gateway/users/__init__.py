@@ -1,0 +1,1 @@
+"""People who log in (agents, supervisors, admins): accounts, password hashing, sessions."""
