@@ -10,8 +10,8 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from adapters.segment import SegmentMapping
     from adapters.ami_client import AmiClient
+    from adapters.segment import SegmentMapping
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink

@@ -11,6 +11,7 @@ between, the stored token is already stale and the next reader rebuilds — neve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import uuid
@@ -93,20 +94,31 @@ async def customer_version(pool: asyncpg.Pool, customer_id: int) -> str | None:
 
 async def read_facts(pool: asyncpg.Pool, customer_id: int, version: str, now: dt.datetime, lookback: dt.timedelta,
                      event_types: Sequence[str], reasons: Sequence[str]) -> SummaryFacts | None:
-    """The facts of one customer (call :func:`customer_version` first, see the module docstring)."""
-    view = await load_customer(pool, customer_id)
+    """The facts of one customer (call :func:`customer_version` first, see the module docstring).
+
+    The document, the contacts and the events are read concurrently on three pooled connections: a pop
+    waits for the slowest of them, not for their sum.
+    """
+    since = now - lookback
+
+    async def contacts() -> list[asyncpg.Record]:
+        with translate_errors():
+            async with pool.acquire() as conn:
+                return await fetch(conn, "screenpop.contacts", CONTACTS, customer_id, MAX_CONTACTS)
+
+    async def events() -> list[asyncpg.Record]:
+        with translate_errors():
+            async with pool.acquire() as conn:
+                return await fetch(conn, "screenpop.events", EVENTS, customer_id, since, list(event_types),
+                                   list(reasons), MAX_EVENTS)
+
+    view, contact_rows, event_rows = await asyncio.gather(load_customer(pool, customer_id), contacts(), events())
     if view is None:
         return None
-    since = now - lookback
-    with translate_errors():
-        async with pool.acquire() as conn:
-            contacts = await fetch(conn, "screenpop.contacts", CONTACTS, customer_id, MAX_CONTACTS)
-            events = await fetch(conn, "screenpop.events", EVENTS, customer_id, since, list(event_types),
-                                 list(reasons), MAX_EVENTS)
     return SummaryFacts(
         version=version, read_at=now, customer=view,
-        contacts=tuple(ContactFact(**dict(r)) for r in contacts),
-        events=tuple(EventFact(**dict(r)) for r in events),
+        contacts=tuple(ContactFact(**dict(r)) for r in contact_rows),
+        events=tuple(EventFact(**dict(r)) for r in event_rows),
     )
 
 
