@@ -35,6 +35,8 @@ from typing import Any
 
 from gateway.errors import ValidationFailed
 from gateway.events.model import ContactEvent, Identifier
+from gateway.jsoncheck import reject_nul
+from gateway.validate import aware_time
 
 DETAIL_TYPE = "Amazon Connect Contact Event"
 AUTH_LEVELS = frozenset({"none", "ani", "ivr_pin", "voiceprint", "otp", "kba"})
@@ -71,15 +73,7 @@ def _obj(d: dict[str, Any], key: str, field: str) -> dict[str, Any]:
 
 
 def _time(value: str | None, field: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValidationFailed.field(field, "not an RFC 3339 timestamp") from None
-    if t.tzinfo is None:
-        raise ValidationFailed.field(field, "timestamp without a time zone")
-    return t
+    return None if value is None else aware_time(value, field)
 
 
 def _arn_tail(arn: str | None) -> str | None:
@@ -106,6 +100,7 @@ def parse(obj: Any, *, source: str) -> list[ContactEvent]:
     """Map one EventBridge contact event; ``[]`` when it carries nothing for the contact history."""
     if not isinstance(obj, dict):
         raise ValidationFailed.field("body", "expected a JSON object (an EventBridge event)")
+    reject_nul(obj)
     ev = _ci(obj)
     detail_type = _str(ev, "detail-type", "detail-type", required=True)
     if (detail_type or "").lower() != DETAIL_TYPE.lower():

@@ -31,6 +31,9 @@ system-name prefix):
 ``BridgeEnter`` (calls that never queued)   ``call.answered`` by the other leg
 ``AgentComplete`` / ``Hangup`` of leg one   ``call.ended`` with ``hold_seconds`` and ``talk_seconds``
 ``QueueCallerAbandon``                      ``call.abandoned``
+``Hold`` / ``Unhold`` of the caller's leg     ``call.held`` / ``call.resumed``; ``call.ended`` adds ``on_hold_seconds``
+``BlindTransfer`` (``Result: Success``)     ``call.transferred`` with ``transfer_to``; the next answer is a new one
+``AttendedTransfer`` (``Result: Success``)  ``call.transferred``, and ``call.answered`` by the consulted party
 ``VarSet`` of a configured IVR variable     ``ivr.selection`` with the IVR path so far
 ``UserEvent`` named in ``ivr_user_events``  ``ivr.selection`` (``Choice``, ``Menu``, ``CustomerNo``, ``AuthLevel``)
 IVR-verified customer number                ``ivr.selection`` with a ``customer_no`` identifier and ``auth_level``
@@ -40,7 +43,7 @@ IVR-verified customer number                ``ivr.selection`` with a ``customer_
 clock: ``<Linkedid>/offered``, ``<Linkedid>/queued/<queue>``, ``<Linkedid>/ringing/<agent
 leg Uniqueid>``, ``<Linkedid>/answered/<agent leg Uniqueid>``, ``<Linkedid>/ended``,
 ``<Linkedid>/abandoned``, ``<Linkedid>/ivr/<n>`` (n-th choice of the call),
-``<Linkedid>/ivr-verified``. The events :meth:`CallTracker.reconcile` synthesises use the
+``<Linkedid>/ivr-verified``, ``<Linkedid>/held/<n>``, ``<Linkedid>/resumed/<n>``, ``<Linkedid>/transferred/<n>``. The events :meth:`CallTracker.reconcile` synthesises use the
 same ids, so an event delivered before a disconnect and synthesised again after it is a
 duplicate, never a second row. ``AgentComplete`` and the caller's ``Hangup`` both end a
 call; whichever comes first wins, the other is the same ``<Linkedid>/ended``.
@@ -169,6 +172,8 @@ def _decode(raw: bytes) -> str:
 
 def parse_frame(raw: bytes, offset: int = 0) -> Frame | MalformedFrame:
     """Parse the bytes of one frame (without its terminating empty line)."""
+    if b"\x00" in raw:  # PostgreSQL stores no U+0000 in text: such a frame could never be committed
+        return MalformedFrame(raw, "NUL byte in frame", offset)
     try:
         text = _decode(raw)
     except ValueError as exc:
@@ -336,6 +341,11 @@ class CallState:
     auth_level: str | None = None
     offered: bool = False
     legs: set[str] = dataclasses.field(default_factory=set)
+    holds: int = 0                     # times the caller was put on hold
+    transfers: int = 0
+    talk_before: float = 0.0           # talk seconds with agents the call was transferred away from
+    held_since: dt.datetime | None = None
+    on_hold_seconds: float = 0.0
 
 
 def _as_int(frame: Frame, key: str) -> int | None:
@@ -392,6 +402,10 @@ class CallTracker:
             "queuecallerabandon": self._abandon,
             "hangup": self._hangup,
             "varset": self._varset,
+            "blindtransfer": self._blind_transfer,
+            "attendedtransfer": self._attended_transfer,
+            "hold": self._hold,
+            "unhold": self._unhold,
             "userevent": self._user_event,
         }
 
@@ -445,7 +459,7 @@ class CallTracker:
         for lid in list(self.calls):
             if lid not in by_call:
                 state = self.calls[lid]
-                if state.queue and state.answered_at is None:
+                if state.queue and not self._ever_answered(state):
                     out += self._finish_abandoned(state, at, None, reconciled=True)
                 else:
                     out += self._finish_ended(state, at, None, reconciled=True)
@@ -539,6 +553,11 @@ class CallTracker:
             state.legs.add(lid)
             self._leg_to_call[lid] = lid
         return state
+
+    @staticmethod
+    def _ever_answered(state: CallState) -> bool:
+        """Answered now, or by an agent who transferred the call on (then it is no abandoned call)."""
+        return state.answered_at is not None or state.transfers > 0
 
     @staticmethod
     def _customer_call(state: CallState) -> bool:
@@ -756,19 +775,25 @@ class CallTracker:
             return []
         if talk is None:
             talk = max(0, round((at - state.answered_at).total_seconds())) if state.answered_at else 0
+        talk += round(state.talk_before)
         if hold is None:
             hold = state.queue_hold_seconds
             if hold is None and state.queued_at is not None:
                 end = state.answered_at or at
                 hold = max(0, round((end - state.queued_at).total_seconds()))
         attrs: dict[str, Any] = {"talk_seconds": talk, "hold_seconds": hold or 0}
+        if state.holds:
+            if state.held_since is not None:  # hung up while on hold
+                state.on_hold_seconds += max(0.0, (at - state.held_since).total_seconds())
+            attrs["on_hold_seconds"] = round(state.on_hold_seconds)
+            attrs["holds"] = state.holds
         if reason:
             attrs["ended_by"] = reason
         if frame is not None and frame.get("Cause-txt"):
             attrs["hangup_cause"] = frame.get("Cause-txt")
         if reconciled:
             attrs["reconciled"] = True
-        outcome = "answered" if state.answered_at else "not_answered"
+        outcome = "answered" if self._ever_answered(state) else "not_answered"
         return [self._event(state, "call.ended", "ended", at, agent_id=state.agent_id, queue=state.queue,
                             outcome=outcome, attributes=attrs)]
 
@@ -796,9 +821,8 @@ class CallTracker:
         _, state = self._known_or_new(frame, at)
         if state is None:
             return []
-        if state.agent_id is None:
-            state.agent_id = self.agent_id(frame.get("Interface"), frame.get("MemberName"),
-                                           frame.get("DestChannel"))
+        state.agent_id = self.agent_id(frame.get("Interface"), frame.get("MemberName"),
+                                       frame.get("DestChannel")) or state.agent_id
         state.queue = frame.get("Queue") or state.queue
         if state.answered_at is None:
             talk = _as_int(frame, "TalkTime") or 0
@@ -824,9 +848,86 @@ class CallTracker:
         state = self.calls.get(lid)
         if state is None:
             return []
-        if state.queue is not None and state.answered_at is None:
+        if state.queue is not None and not self._ever_answered(state):
             return self._finish_abandoned(state, at, None)
         return self._finish_ended(state, at, frame)
+
+    # -- transfer ----------------------------------------------------------------------------------------
+
+    def _blind_transfer(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        """A completed blind transfer of the caller (the transferee) to ``Context``/``Extension``."""
+        if (frame.get("Result") or "").lower() != "success":
+            return []
+        lid = frame.get("TransfereeLinkedid") or frame.get("TransfererLinkedid")
+        if not lid:
+            raise AmiParseError("BlindTransfer: missing TransfereeLinkedid")
+        state = self.calls.get(lid)
+        if state is None or not self._customer_call(state):
+            return []
+        agent = self.agent_id(None, None, frame.get("TransfererChannel")) or state.agent_id
+        state.transfers += 1
+        if state.answered_at is not None:  # the next agent's answer is a new answer; talk so far is kept
+            state.talk_before += max(0.0, (at - state.answered_at).total_seconds())
+            state.answered_at = None
+            state.agent_uniqueid = None
+        target = {k: v for k, v in (("extension", frame.get("Extension")), ("context", frame.get("Context"))) if v}
+        return [self._event(state, "call.transferred", f"transferred/{state.transfers}", at, agent_id=agent,
+                            queue=state.queue, attributes={"transfer_to": target, "kind": "blind"})]
+
+    def _attended_transfer(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        """A completed attended (consultative) transfer: the caller now talks to the consulted party.
+
+        The consulted party is the other member of the consultation bridge (``SecondBridgeUniqueid``,
+        known from its ``BridgeEnter``); when it is known, its answer is emitted, as no ``AgentConnect``
+        follows an attended transfer.
+        """
+        if (frame.get("Result") or "").lower() != "success":
+            return []
+        lid = frame.get("TransfereeLinkedid") or frame.get("OrigTransfererLinkedid")
+        if not lid:
+            raise AmiParseError("AttendedTransfer: missing TransfereeLinkedid and OrigTransfererLinkedid")
+        state = self.calls.get(lid)
+        if state is None or not self._customer_call(state):
+            return []
+        agent = self.agent_id(None, None, frame.get("OrigTransfererChannel")) or state.agent_id
+        second = frame.get("SecondTransfererUniqueid")
+        members = self._bridges.get(frame.get("SecondBridgeUniqueid") or "", [])
+        target_leg = next((u for u in members if u != second), None)
+        target = self.agent_id(None, None, self._leg_channel.get(target_leg)) if target_leg else None
+        state.transfers += 1
+        if state.answered_at is not None:
+            state.talk_before += max(0.0, (at - state.answered_at).total_seconds())
+            state.answered_at = None
+            state.agent_uniqueid = None
+        attrs: dict[str, Any] = {"kind": "attended", "transfer_to": {"agent_id": target} if target else {}}
+        out = [self._event(state, "call.transferred", f"transferred/{state.transfers}", at, agent_id=agent,
+                           queue=state.queue, attributes=attrs)]
+        if target_leg is not None:
+            out += self._answered(state, target_leg, target, state.queue, at, {"after_transfer": True})
+        return out
+
+    # -- hold --------------------------------------------------------------------------------------------
+
+    def _hold(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        uid, lid = self._ids(frame)
+        state = self.calls.get(lid)
+        if state is None or uid != lid or state.held_since is not None or not self._customer_call(state):
+            return []  # only the caller's leg on hold counts; a repeated Hold changes nothing
+        state.holds += 1
+        state.held_since = at
+        return [self._event(state, "call.held", f"held/{state.holds}", at, agent_id=state.agent_id,
+                            queue=state.queue)]
+
+    def _unhold(self, frame: Frame, at: dt.datetime) -> list[ContactEvent]:
+        uid, lid = self._ids(frame)
+        state = self.calls.get(lid)
+        if state is None or uid != lid or state.held_since is None:
+            return []
+        held = max(0.0, (at - state.held_since).total_seconds())
+        state.on_hold_seconds += held
+        state.held_since = None
+        return [self._event(state, "call.resumed", f"resumed/{state.holds}", at, agent_id=state.agent_id,
+                            queue=state.queue, attributes={"held_seconds": round(held)})]
 
     # -- IVR -----------------------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ One long-lived task per gateway process (a cleanup context, only when ``[ami] en
    batches wait nothing more is read, so a fast producer is slowed by TCP flow control, not
    by our memory. When PostgreSQL is down ``submit`` raises
    :class:`~gateway.errors.StoreUnavailable`; the same events are retried (safe: ingest
-   dedupes) with backoff, and nothing read is dropped;
+   dedupes) with backoff. A batch ingest fails on otherwise (a bug, not an outage) goes to the
+   quarantine as JSON instead of blocking every later call;
 5. frames that cannot be read or mapped go to the quarantine with their raw bytes and the
    error, ``cg_quarantined{adapter="ami"}`` counts them, and the stream continues;
 6. on any connection error, reconnect after an exponential backoff with jitter
@@ -38,6 +39,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 import structlog
 from aiohttp import web
 
@@ -334,7 +336,7 @@ class AmiClient:
         events = self.tracker.reconcile(channels, queue, self.clock.now())
         if events:
             log.info("ami.reconciled", events=len(events), channels=len(channels))
-            await self.submit(events)
+            await self._outbox.put(events)  # in order with what was read before the disconnect
         self.reconciled.set()
 
     async def _keepalive(self) -> None:
@@ -357,13 +359,18 @@ class AmiClient:
             try:
                 results = await self.sink.submit(events)
                 break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - StoreUnavailable or anything else: never drop what was read
+            except StoreUnavailable:
                 self.stats.submit_retries += 1
-                log.warning("ami.submit_retry", events=len(events), error=type(exc).__name__)
+                log.warning("ami.submit_retry", events=len(events))
                 await asyncio.sleep(self.backoff(delay))
                 delay = min(self.settings.reconnect_max, delay * 2)
+            except Exception as exc:  # noqa: BLE001 - a batch ingest cannot take must not stop the stream
+                # Retrying would fail the same way and block every later call: keep the batch, go on.
+                log.error("ami.submit_failed", events=len(events), error=type(exc).__name__)
+                raw = msgspec.json.encode(list(events))
+                await self._quarantine(raw, f"ingest failed: {type(exc).__name__}: {exc}"[:500],
+                                       f"batch/{events[0].source_event_id}/{len(events)}" if events else "batch")
+                return
         self.stats.events += len(events)
         for r in results:
             if r.status == "accepted":
@@ -375,7 +382,7 @@ class AmiClient:
                 log.warning("ami.event_rejected", source_event_id=r.source_event_id, field=r.field,
                             message=r.message)
 
-    async def _quarantine(self, raw: bytes, error: str, offset: int) -> None:
+    async def _quarantine(self, raw: bytes, error: str, offset: int | str) -> None:
         ref = f"{self._session_ref}/{offset}"
         delay = self.settings.reconnect_initial
         while True:

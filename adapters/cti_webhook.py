@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from gateway.jsoncheck import reject_nul
 from gateway.errors import PayloadTooLarge, ValidationFailed
 from gateway.events.model import (
     MAX_BATCH,
@@ -110,6 +111,7 @@ _many = msgspec.json.Decoder(list[CtiEvent])
 def decode(body: bytes) -> tuple[list[CtiEvent], bool]:
     """Decode one event or a batch; returns (events, is_batch). Raises ValidationFailed naming the field."""
     raw = decode_json(body)  # unreadable JSON: 400 naming the body
+    reject_nul(raw)
     batch = isinstance(raw, list)
     if batch:
         if not raw:

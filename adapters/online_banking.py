@@ -43,6 +43,7 @@ from typing import Any
 
 from gateway.errors import ValidationFailed
 from gateway.events.model import ContactEvent, decode_json, event_from_obj
+from gateway.validate import short_text
 
 CHANNEL = "online_banking"
 
@@ -161,14 +162,7 @@ def parse_timestamp(value: Any, field: str) -> dt.datetime:
 
 
 def _text(value: Any, field: str, limit: int) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValidationFailed.field(field, "expected a string")
-    text = str(value).strip()
-    if not text:
-        raise ValidationFailed.field(field, "must not be blank")
-    if len(text) > limit:
-        raise ValidationFailed.field(field, f"longer than {limit} characters")
-    return text
+    return short_text(value, field, limit)
 
 
 def _mask_tail(value: str) -> str:

@@ -26,6 +26,8 @@ ADAPTERS: tuple[AdapterInfo, ...] = (
     AdapterInfo("ami", "voice", "adapters.ami", "tcp", "ami"),
     AdapterInfo("amazon_connect", "voice", "adapters.amazon_connect", "http", "amazon_connect"),
     AdapterInfo("cti_webhook", "voice", "adapters.cti_webhook", "http", "cti_webhook"),
+    AdapterInfo("email", "email", "adapters.email_mime", "http", "email"),
+    AdapterInfo("imap", "email", "adapters.email_mime", "imap", "email"),
 )
 
 

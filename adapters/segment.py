@@ -55,6 +55,7 @@ from gateway.errors import ValidationFailed
 from gateway.events.model import MAX_ATTRIBUTES_BYTES, ContactEvent, event_from_obj
 from gateway.events.types import EVENT_TYPES
 from gateway.settings import SettingsError
+from gateway.validate import short_text
 
 CHANNEL = "mobile_banking"
 MESSAGE_TYPES = ("track", "identify", "screen", "page", "alias", "group")
@@ -450,14 +451,7 @@ def _opt_id(value: Any, field: str, limit: int = MAX_IDENTIFIER) -> str | None:
 
 
 def _id_text(value: Any, field: str, limit: int = MAX_IDENTIFIER) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValidationFailed.field(field, "expected a string")
-    text = str(value).strip()
-    if not text:
-        raise ValidationFailed.field(field, "must not be blank")
-    if len(text) > limit:
-        raise ValidationFailed.field(field, f"longer than {limit} characters")
-    return text
+    return short_text(value, field, limit)
 
 
 class _Identifiers:

@@ -82,23 +82,17 @@ def gateway_process(database_url: str, redis_url: str, **settings: str) -> Itera
                 "CG_LOG_LEVEL": "warning", "CG_ACCESS_LOG": "false", "CG_LOG_FORMAT": "json",
                 "CG_DATA_DIR": tempfile.mkdtemp(prefix="cg-bench-")})
     env.update({f"CG_{k.upper()}": v for k, v in settings.items()})
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url + "/readyz", proc)
+    with python_process(["-m", "gateway", "serve"], url + "/readyz", env=env):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @contextlib.contextmanager
-def python_process(args: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def python_process(args: list[str], ready_url: str, env: dict[str, str] | None = None
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """A Python child process (a server), waited for until ``ready_url`` answers 200; SIGTERM on exit."""
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         wait_ready(ready_url, proc)
         yield proc

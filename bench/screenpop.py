@@ -128,12 +128,12 @@ async def measure(url: str, pbx: DemoPbx, db_url: str, customers: list[str], cal
                                      customer_no=customer_no)
             cut = ring.index(AGENT_CALLED)
             await pbx.play(ring[:cut])
-            for _ in range(500):   # the queued call is stored (the IVR takes seconds in real life)
-                if await conn.fetchval("SELECT 1 FROM interactions WHERE external_id = $1 AND status = 'offered'",
-                                       linked):
+            iid = interaction_uuid("cti.asterisk", linked)
+            for _ in range(2000):   # the queued call is stored (the IVR takes seconds in real life)
+                if await conn.fetchval("SELECT 1 FROM interactions WHERE id = $1 AND status = 'offered'", iid):
                     break
                 await asyncio.sleep(0.002)
-            want = str(interaction_uuid("cti.asterisk", linked))
+            want = str(iid)
             t0 = time.perf_counter()
             await pbx.play(ring[cut:])
             while True:

@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 
 from adapters.ami_client import setup_ami
+from adapters.imap_poller import setup_imap
 from gateway import keys
 from gateway.clock import Clock, SystemClock
 from gateway.db import pool as dbpool
@@ -37,6 +38,7 @@ from gateway.settings import PROJECT_ROOT, Settings
 from gateway.views import agent as agent_views
 from gateway.views import customers as customer_views
 from gateway.views import digital, ops, voice
+from gateway.views import email as email_views
 from gateway.views import events as events_views
 from gateway.views import login as login_views
 from gateway.views import screenpop as screenpop_views
@@ -156,7 +158,7 @@ def setup_ingest(app: web.Application) -> None:
         maintenance = asyncio.create_task(partitions.maintain(), name="partition-maintenance")
         publisher = Publisher(app[keys.REDIS], app[keys.METRICS])
         publisher.start()
-        ingestor = Ingestor(pool, IdentityHasher(settings.identity_hmac_keys), clock, app[keys.METRICS], publisher,
+        ingestor = Ingestor(pool, app[keys.IDENTITY], clock, app[keys.METRICS], publisher,
                             partitions, workers=settings.ingest_workers, max_batch=settings.ingest_max_batch,
                             window_ms=settings.ingest_commit_window_ms)
         ingestor.start()
@@ -234,6 +236,7 @@ def setup_routes(app: web.Application) -> None:
     agent_views.setup_routes(app, api)
     digital.setup_routes(app, api)
     voice.setup_routes(app, api)
+    email_views.setup_routes(app, api)
 
 
 def create_app(
@@ -262,6 +265,7 @@ def create_app(
     setup_templates(app)
     setup_routes(app)
     setup_ami(app)
+    setup_imap(app)
     for step in extra_setup or ():
         step(app)
     return app

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from adapters.ami_client import AmiClient
+    from adapters.imap_poller import ImapPoller
     from adapters.segment import SegmentMapping
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
@@ -53,3 +54,4 @@ if TYPE_CHECKING:
 USERS: web.AppKey[UserService] = web.AppKey("users")
 SESSIONS: web.AppKey[SessionStore] = web.AppKey("sessions")
 LOGIN_THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
+IMAP_POLLER: web.AppKey[ImapPoller] = web.AppKey("imap_poller")

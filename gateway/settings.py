@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,7 @@ class Settings:
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
     ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
     sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
+    imap: ImapSettings = dataclasses.field(metadata=_doc("The IMAP poller, table `[imap]`."))
 
     @property
     def embedded_postgres(self) -> bool:
@@ -278,6 +280,8 @@ class AmiSettings:
         if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
             raise SettingsError("setting 'ami.reconnect_max': must be at least ami.reconnect_initial, "
                                 "and that above 0")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", self.source):
+            raise SettingsError(f"setting 'ami.source': not a valid event source name (got {self.source!r})")
         if self.batch_max < 1 or self.max_frame_bytes < 1024:
             raise SettingsError("setting 'ami.batch_max': must be at least 1 (and ami.max_frame_bytes 1024)")
         try:
@@ -296,6 +300,38 @@ NESTED_TABLES["ScreenpopSettings"] = ScreenpopSettings
 NESTED_TABLES["MobileSettings"] = MobileSettings
 NESTED_TABLES["AmiSettings"] = AmiSettings
 NESTED_TABLES["SessionSettings"] = SessionSettings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """The IMAP poller (``[imap]``): which mailbox to read and what to do with processed mail."""
+
+    enabled: bool = dataclasses.field(metadata=_doc("Run the IMAP poller inside the gateway."))
+    host: str = dataclasses.field(metadata=_doc("IMAP server host."))
+    port: int = dataclasses.field(metadata=_doc("IMAP server port (993 for `ssl`, 143 for `starttls`/`none`)."))
+    security: str = dataclasses.field(
+        metadata=_doc("`ssl` (implicit TLS), `starttls` (upgrade after connect) or `none` (trusted networks only).")
+    )
+    verify_tls: bool = dataclasses.field(metadata=_doc("Verify the server's TLS certificate and host name."))
+    user: str = dataclasses.field(metadata=_doc("IMAP login name."))
+    password: Secret = dataclasses.field(metadata=_doc("IMAP password.", secret=True))
+    mailbox: str = dataclasses.field(metadata=_doc("Mailbox to read (e.g. `INBOX`)."))
+    processed_action: str = dataclasses.field(
+        metadata=_doc("After a mail is committed: `seen` (flag it `\\Seen`) or `move` (to `processed_folder`).")
+    )
+    processed_folder: str = dataclasses.field(metadata=_doc("Folder processed mail is moved to with `move`."))
+    poll_interval: float = dataclasses.field(metadata=_doc("Seconds between polls when the server lacks IDLE."))
+    idle_seconds: float = dataclasses.field(
+        metadata=_doc("Longest IDLE before it is renewed (servers drop IDLE after 30 minutes).")
+    )
+    reconnect_min_seconds: float = dataclasses.field(metadata=_doc("First reconnect delay; doubles per failure."))
+    reconnect_max_seconds: float = dataclasses.field(metadata=_doc("Longest reconnect delay."))
+    timeout: float = dataclasses.field(metadata=_doc("Seconds before an IMAP command is abandoned."))
+    batch_size: int = dataclasses.field(metadata=_doc("Mails fetched and submitted together."))
+    source: str = dataclasses.field(metadata=_doc("Source name of the events the poller submits."))
+
+
+NESTED_TABLES["ImapSettings"] = ImapSettings
 
 
 def documented_settings() -> dict[str, str]:
@@ -358,7 +394,7 @@ def _coerce(key: str, raw: Any, field: dataclasses.Field[Any]) -> Any:
             table = {k.strip(): v.strip() for k, _, v in pairs} if pairs is not None else raw
             if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
                 raise ValueError("expected a table of strings (or key=value,key=value)")
-            return dict(table)
+            return types.MappingProxyType(dict(table))  # read-only, like the rest of the settings
         if kind == "tuple[Secret, ...]":
             values = [v.strip() for v in raw.split(",")] if from_env else raw
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -510,6 +546,7 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError("setting 'ingest_commit_window_ms': must be between 0 and 100")
     if not 1024 <= s.mobile.max_call_bytes <= s.mobile.max_batch_bytes:
         raise SettingsError("setting 'mobile.max_call_bytes': must be at least 1024 and at most mobile.max_batch_bytes")
+    _check_imap(s.imap)
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
     _check_screenpop(s.screenpop)
@@ -544,6 +581,25 @@ def _check_sessions(ss: SessionSettings) -> None:
             raise SettingsError(f"setting 'sessions.{name}': must be at least 1")
     if ss.password_memory_kib < 1024:
         raise SettingsError("setting 'sessions.password_memory_kib': must be at least 1024")
+
+
+def _check_imap(m: ImapSettings) -> None:
+    if m.security not in ("ssl", "starttls", "none"):
+        raise SettingsError(f"setting 'imap.security': must be ssl, starttls or none (got {m.security!r})")
+    if m.processed_action not in ("seen", "move"):
+        raise SettingsError(f"setting 'imap.processed_action': must be seen or move (got {m.processed_action!r})")
+    if m.processed_action == "move" and not m.processed_folder:
+        raise SettingsError("setting 'imap.processed_folder': needed when processed_action is move")
+    if not 0 < m.port <= 65535:
+        raise SettingsError(f"setting 'imap.port': must be between 1 and 65535 (got {m.port})")
+    if m.batch_size < 1:
+        raise SettingsError("setting 'imap.batch_size': must be at least 1")
+    if m.reconnect_min_seconds <= 0 or m.reconnect_max_seconds < m.reconnect_min_seconds:
+        raise SettingsError("setting 'imap.reconnect_max_seconds': must be at least reconnect_min_seconds (> 0)")
+    if m.poll_interval <= 0 or m.idle_seconds <= 0 or m.timeout <= 0:
+        raise SettingsError("setting 'imap.poll_interval': poll_interval, idle_seconds and timeout must be positive")
+    if m.enabled and not (m.host and m.user and m.mailbox):
+        raise SettingsError("setting 'imap.host': host, user and mailbox are needed when imap.enabled is true")
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

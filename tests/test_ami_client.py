@@ -454,6 +454,7 @@ async def test_peer_that_stops_answering_ping_is_reconnected(server):
     ({"agents": ["PJSIP/8001"]}, "ami.agents"),
     ({"ivr_variables": [1, 2]}, "ami.ivr_variables"),
     ({"colour": "red"}, "ami.colour"),
+    ({"source": "cti asterisk"}, "ami.source"),
 ])
 def test_bad_ami_settings_name_the_key(values, named):
     from gateway.settings import SettingsError
@@ -466,5 +467,36 @@ def test_ami_settings_from_environment():
     s = load_settings(env={"CG_AMI__AGENTS": "PJSIP/8001=li.wei, Agent/220=zhang.min",
                            "CG_AMI__IVR_VARIABLES": "IVR_CHOICE,IVR_MENU2", "CG_AMI__SECRET": "hunter2"}).ami
     assert dict(s.agents) == {"PJSIP/8001": "li.wei", "Agent/220": "zhang.min"}
+    with pytest.raises(TypeError):
+        s.agents["PJSIP/9999"] = "x"  # type: ignore[index]
     assert s.ivr_variables == ("IVR_CHOICE", "IVR_MENU2")
     assert "hunter2" not in repr(s)
+
+
+class ExplodingSink(RecordingSink):
+    """Fails on one event as a buggy ingest would (not an outage: retrying cannot help)."""
+
+    async def submit(self, events: Sequence[ContactEvent]) -> list[IngestResult]:
+        if any(e.interaction_id == "1594058334.130" for e in events):
+            raise RuntimeError("boom")
+        return await super().submit(events)
+
+
+async def test_batch_ingest_cannot_take_is_quarantined_and_the_stream_goes_on(server):
+    bad, _, mapping = golden("queue_call_abandoned")
+    good, expected, _ = golden("queue_call_answered")
+    quarantine = RecordingQuarantine()
+    sink = ExplodingSink()
+    client = AmiClient(ami_settings(server.port, **mapping), sink, quarantine=quarantine)
+    async with running(client):
+        await asyncio.wait_for(client.reconciled.wait(), 5)
+        await server.send(bad)
+        for _ in range(200):
+            if quarantine.items:
+                break
+            await asyncio.sleep(0.01)
+        await server.send(good)
+        await sink.wait_for(len(expected))
+    raw, error, _ = quarantine.items[0]
+    assert "RuntimeError: boom" in error
+    assert {e["source_event_id"] for e in json.loads(raw)} >= {"1594058334.130/offered"}

@@ -254,3 +254,98 @@ def test_reconcile_forgets_legs_and_bridges_missed_while_away():
     out = t.reconcile([], [], RECEIVED)
     assert [e.type for e in out] == ["call.ended"]
     assert t.active() == [] and not t._bridges and not t._leg_channel and not t._leg_to_call
+
+
+def test_hold_and_resume_of_the_caller_and_time_on_hold_at_the_end():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    out = []
+    for event, ts in (("QueueCallerJoin", 100), ("AgentConnect", 105), ("Hold", 120), ("Hold", 121),
+                      ("Unhold", 150), ("Hold", 160), ("Unhold", 165), ("Hangup", 200)):
+        out += t.feed(Frame.of(("Event", event), *base.items(), ("Queue", "q"), ("Interface", "PJSIP/8001"),
+                               ("DestUniqueid", "9.2"), ("Timestamp", str(ts))), RECEIVED)
+    # the agent's leg on hold (music for the agent) is not the caller's hold
+    out += t.feed(Frame.of(("Event", "Hold"), ("Uniqueid", "9.2"), ("Linkedid", "9.1")), RECEIVED)
+    kinds = [(e.type, e.source_event_id) for e in out if e.type in ("call.held", "call.resumed")]
+    assert kinds == [("call.held", "9.1/held/1"), ("call.resumed", "9.1/resumed/1"),
+                     ("call.held", "9.1/held/2"), ("call.resumed", "9.1/resumed/2")]
+    ended = out[-1]
+    assert ended.type == "call.ended"
+    assert (ended.attributes["on_hold_seconds"], ended.attributes["holds"]) == (35, 2)
+    assert ended.attributes["talk_seconds"] == 95
+
+
+def test_blind_transfer_to_another_queue_and_the_second_answer():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    out = []
+    frames = [
+        ("QueueCallerJoin", 100, {"Queue": "vip"}),
+        ("AgentConnect", 105, {"Queue": "vip", "Interface": "PJSIP/8001", "DestUniqueid": "9.2"}),
+        ("BlindTransfer", 165, {"Result": "Success", "TransfererChannel": "PJSIP/8001-0000000a",
+                                "TransfereeLinkedid": "9.1", "TransfererLinkedid": "9.1",
+                                "Context": "queues", "Extension": "loans"}),
+        ("QueueCallerJoin", 166, {"Queue": "loans"}),
+        ("AgentCalled", 167, {"Queue": "loans", "Interface": "PJSIP/8042", "DestUniqueid": "9.7"}),
+        ("AgentConnect", 170, {"Queue": "loans", "Interface": "PJSIP/8042", "DestUniqueid": "9.7"}),
+        ("AgentComplete", 200, {"Queue": "loans", "Interface": "PJSIP/8042", "TalkTime": "30", "HoldTime": "4"}),
+    ]
+    for event, ts, extra in frames:
+        fields = {**base, **extra} if event != "BlindTransfer" else extra
+        out += t.feed(Frame.of(("Event", event), *fields.items(), ("Timestamp", str(ts))), RECEIVED)
+    got = [(e.type, e.source_event_id, e.agent_id) for e in out]
+    assert ("call.transferred", "9.1/transferred/1", "8001") in got
+    assert ("call.answered", "9.1/answered/9.7", "8042") in got and ("call.ringing", "9.1/ringing/9.7", "8042") in got
+    transferred = next(e for e in out if e.type == "call.transferred")
+    assert transferred.attributes["transfer_to"] == {"extension": "loans", "context": "queues"}
+    ended = out[-1]
+    assert (ended.type, ended.agent_id, ended.queue) == ("call.ended", "8042", "loans")
+    assert ended.attributes["talk_seconds"] == 60 + 30  # 60 s with 8001 before the transfer, 30 s with 8042
+    failed = t.feed(Frame.of(("Event", "BlindTransfer"), ("Result", "Fail"), ("TransfereeLinkedid", "9.1")),
+                    RECEIVED)
+    assert failed == []
+
+
+def test_attended_transfer_answers_with_the_consulted_agent():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    frames = [
+        {"Event": "QueueCallerJoin", **base, "Queue": "vip", "Timestamp": "100"},
+        {"Event": "AgentConnect", **base, "Queue": "vip", "Interface": "PJSIP/8001", "DestUniqueid": "9.2",
+         "Timestamp": "105"},
+        # agent 8001 consults 8042 on a second channel (its own linked id), both enter the consult bridge
+        {"Event": "Newchannel", "Uniqueid": "9.3", "Linkedid": "9.3", "CallerIDNum": "8001",
+         "Channel": "PJSIP/8001-0000000b"},
+        {"Event": "Newchannel", "Uniqueid": "9.4", "Linkedid": "9.3", "CallerIDNum": "8042",
+         "Channel": "PJSIP/8042-0000000c"},
+        {"Event": "BridgeEnter", "Uniqueid": "9.3", "Linkedid": "9.3", "BridgeUniqueid": "consult"},
+        {"Event": "BridgeEnter", "Uniqueid": "9.4", "Linkedid": "9.3", "BridgeUniqueid": "consult"},
+        {"Event": "AttendedTransfer", "Result": "Success", "OrigTransfererChannel": "PJSIP/8001-0000000a",
+         "OrigTransfererLinkedid": "9.1", "SecondTransfererUniqueid": "9.3", "SecondBridgeUniqueid": "consult",
+         "TransfereeLinkedid": "9.1", "DestType": "Bridge", "Timestamp": "140"},
+        {"Event": "Hangup", **base, "Timestamp": "200"},
+    ]
+    out = []
+    for f in frames:
+        out += t.feed(Frame.of(*f.items()), RECEIVED)
+    got = [(e.type, e.source_event_id, e.agent_id) for e in out if e.interaction_id == "9.1"]
+    assert got[-3:] == [("call.transferred", "9.1/transferred/1", "8001"),
+                        ("call.answered", "9.1/answered/9.4", "8042"),
+                        ("call.ended", "9.1/ended", "8042")]
+    assert out[-1].attributes["talk_seconds"] == 35 + 60
+
+
+def test_caller_hanging_up_after_a_transfer_before_the_next_answer_is_ended_not_abandoned():
+    t = CallTracker()
+    base = {"Uniqueid": "9.1", "Linkedid": "9.1", "CallerIDNum": "13900000000"}
+    out = []
+    for f in (
+        {"Event": "QueueCallerJoin", **base, "Queue": "vip", "Timestamp": "100"},
+        {"Event": "AgentConnect", **base, "Queue": "vip", "Interface": "PJSIP/8001", "DestUniqueid": "9.2",
+         "Timestamp": "105"},
+        {"Event": "BlindTransfer", "Result": "Success", "TransfereeLinkedid": "9.1", "Extension": "loans",
+         "TransfererChannel": "PJSIP/8001-0000000a", "Timestamp": "125"},
+        {"Event": "Hangup", **base, "Timestamp": "140"},
+    ):
+        out += t.feed(Frame.of(*f.items()), RECEIVED)
+    assert (out[-1].type, out[-1].outcome, out[-1].attributes["talk_seconds"]) == ("call.ended", "answered", 20)

@@ -76,6 +76,8 @@ async def test_get_unknown_customer_is_404(client):
 async def test_bad_customer_no_in_path(client):
     await assert_problem(await put(client, DOC, customer_no="bad%20no"), 422, "validation-failed",
                          field="customer_no")
+    await assert_problem(await put(client, doc(customer_no="import"), customer_no="import"), 422,
+                         "validation-failed", field="customer_no")
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
@@ -181,3 +183,10 @@ async def test_customer_routes_are_in_the_openapi_document(client):
     assert {"put", "get"} <= set(paths["/v1/customers/{customer_no}"])
     assert "get" in paths["/v1/customers/resolve"] and "post" in paths["/v1/customers/import"]
     assert "CustomerDocument" in spec["components"]["schemas"]
+
+
+async def test_nul_character_is_422_naming_the_field_not_a_500(client):
+    """Found by schemathesis: PostgreSQL stores no U+0000 in text, so the document is refused up front."""
+    resp = await put(client, doc(name="张\u0000三"))
+    await assert_problem(resp, 422, "validation-failed", field="name")
+    await assert_problem(await client.get("/v1/customers/C0000000001", headers=CORE), 404, "not-found")

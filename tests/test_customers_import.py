@@ -108,3 +108,17 @@ async def test_cli_import(database_url, tmp_path):
     assert (report["loaded"], report["rejected"]) == (2, 1)
     assert report["errors"] == [{"line": 3, "field": "name", "message": "Expected `str`, got `int`"}]
     assert "11010519491231002X" not in (out + err).decode()
+
+
+async def test_import_body_is_streamed_past_the_request_size_limit(aiohttp_client, database_url, redis_url, tmp_path):
+    """max_body_bytes limits bodies read whole (PUT); the NDJSON import streams and is not bound by it."""
+    from gateway.app import create_app
+    from tests.conftest import make_settings
+
+    client = await aiohttp_client(create_app(make_settings(database_url, redis_url, tmp_path, max_body_bytes=1024)))
+    body = b"".join(line(small(n)) for n in range(1, 41))
+    assert len(body) > 4 * 1024
+    resp = await client.post("/v1/customers/import", data=body, headers=NDJSON)
+    assert (await resp.json())["loaded"] == 40
+    await assert_problem(await client.put("/v1/customers/C0000000001", json=DOC, headers=CORE), 413,
+                         "payload-too-large")

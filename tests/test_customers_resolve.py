@@ -73,17 +73,16 @@ async def test_resolve_validation(client):
     await assert_problem(await client.get("/v1/customers/resolve?phone=13912345678"), 401, "unauthorized")
 
 
-async def test_in_process_resolution_is_fast(client):
+async def test_in_process_resolution_through_the_service(client):
+    """What the ingest and the screen-pop call; latency is measured by bench/resolve.py, not here."""
     assert (await put(client, DOC)).status == 201
     service = client.app[keys.CUSTOMERS]
     res = await service.resolve("phone", "13912345678")
     assert res.outcome == "resolved" and res.customer_id is not None
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for _ in range(200):
-        await service.resolve("phone", "13912345678")
-    per_call_ms = (loop.time() - start) / 200 * 1000
-    assert per_call_ms < 5, per_call_ms  # generous under a loaded CI box; the benchmark measures it properly
+    assert res.masked == "139****5678"
+    assert [m.kind for m in res.candidates[0].matched] == ["phone"]
+    view = await service.load(res.customer_id)
+    assert view is not None and view.profile.customer_no == "C0000000001"
 
 
 async def _app_with_keys(aiohttp_client: Any, database_url: str, redis_url: str, tmp_path: Path,

@@ -157,3 +157,56 @@ def test_key_version_is_a_stable_fingerprint():
 def test_hasher_needs_a_key():
     with pytest.raises(ValueError):
         IdentityHasher(())
+
+
+def _reference_phone(raw: str) -> str | None:
+    import phonenumbers
+
+    try:
+        n = phonenumbers.parse(raw, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    if not (phonenumbers.is_possible_number(n) and phonenumbers.is_valid_number(n)):
+        return None
+    return phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_mobile_fast_path_agrees_with_phonenumbers():
+    import random
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        digits = "1" + f"{rng.randrange(10**10):010d}"
+        for raw in (digits, "+86" + digits, f"{digits[:3]} {digits[3:7]} {digits[7:]}", "0086-" + digits):
+            expected = _reference_phone(raw)
+            try:
+                got: str | None = normalize("phone", raw)
+            except InvalidIdentifier:
+                got = None
+            assert got == expected, raw
+
+
+def test_resident_id_validation_agrees_with_stdnum():
+    import random
+
+    from stdnum.cn import ric
+    from stdnum.exceptions import ValidationError
+
+    rng = random.Random(9)
+    regions = ["110101", "440106", "440108", "310115", "999999", "520201", "330122", "440300"]
+    for _ in range(3000):
+        body = f"{rng.choice(regions)}{rng.randrange(1900, 2030)}{rng.randrange(0, 14):02d}{rng.randrange(0, 33):02d}"
+        body += f"{rng.randrange(1000):03d}"
+        check = ric.calc_check_digit(body + "0") if rng.random() < 0.8 else rng.choice("0123456789X")
+        number = body + check
+        try:
+            ric.validate(number)
+            expected = True
+        except (ValidationError, KeyError, ValueError):  # stdnum's failures, KeyError from its region table too
+            expected = False
+        try:
+            normalize("national_id", number)
+            got = True
+        except InvalidIdentifier:
+            got = False
+        assert got == expected, number

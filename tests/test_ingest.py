@@ -86,6 +86,20 @@ async def test_bad_event_is_422_naming_the_field_and_nothing_stored(client, db, 
     assert await count(db) == 0
 
 
+async def test_nul_character_is_422_naming_the_field(client, db):
+    """PostgreSQL stores no U+0000 in text or jsonb: refused up front, never a 500."""
+    for change, field in (({"subject": "a\u0000b"}, "subject"),
+                          ({"attributes": {"note": ["ok", "x\u0000"]}}, "attributes.note[1]")):
+        body = event("call.ringing")
+        body.update(change)
+        resp = await client.post("/v1/events", json=body, headers=CTI_KEY)
+        await assert_problem(resp, 422, "validation-failed", field=field)
+    resp = await client.post("/v1/events", json=[event(sid="n-ok"), event(sid="n-bad", reason="\u0000")],
+                             headers=CTI_KEY)
+    assert [r["status"] for r in (await resp.json())["results"]] == ["accepted", "rejected"]
+    assert await count(db) == 1
+
+
 @pytest.mark.parametrize("missing", ["source", "source_event_id", "channel", "type", "occurred_at"])
 async def test_missing_required_field(client, db, missing):
     body = event()

@@ -15,9 +15,10 @@ from stdnum.cn import ric
 
 from gateway import keys
 from gateway.app import DEMO_CUSTOMERS, create_app
+from gateway.clock import SystemClock
 from gateway.customers.service import CustomerService
 from gateway.identity import IdentityHasher, mask, normalize
-from gateway.clock import SystemClock
+from gateway.seed import customers as seed_module
 from gateway.seed.customers import REGIONS, _Generator, luhn_check_digit, seed_customers
 from gateway.settings import Secret
 from tests.conftest import make_settings
@@ -53,6 +54,17 @@ def test_generated_identifiers_are_valid_and_already_normalised():
     assert all(ric.is_valid(v) for v in ids)
 
 
+def test_resident_ids_are_unique_across_blocks():
+    ids: list[str] = []
+    for block in range(4):
+        gen = _Recording(3, HASHER, NOW, block)
+        for i in range(block * seed_module.BATCH, (block + 1) * seed_module.BATCH):
+            gen.customer(i)
+        ids += [v for k, v in gen.raw if k == "national_id"]
+    assert len(ids) > 18_000
+    assert len(set(ids)) == len(ids)
+
+
 def test_region_codes_are_valid_for_every_birth_year():
     for region in REGIONS:
         for year in range(1950, 2006):
@@ -77,7 +89,7 @@ def test_same_seed_same_data_other_seed_other_data():
 
 
 async def test_seed_into_the_database(db):
-    created = await seed_customers(db, 2000, 4, HASHER, now=NOW, batch=300)
+    created = await seed_customers(db, 2000, 4, HASHER, now=NOW)
     assert created == 2000
     assert await db.fetchval("SELECT count(*) FROM customers") == 2000
     segments = dict(await db.fetch("SELECT segment, count(*) FROM customers GROUP BY 1"))
@@ -102,8 +114,17 @@ async def test_seed_into_the_database(db):
         assert len(await store.find_candidates(conn, [shared])) >= 2
 
     # Re-running the same seed adds nothing.
-    assert await seed_customers(db, 2000, 4, HASHER, now=NOW, batch=300) == 0
+    assert await seed_customers(db, 2000, 4, HASHER, now=NOW) == 0
     assert await db.fetchval("SELECT count(*) FROM customers") == 2000
+
+
+async def test_worker_processes_make_the_same_data_as_inline_generation(db):
+    count = seed_module.BATCH + 200  # two blocks
+    assert await seed_customers(db, count, 6, HASHER, now=NOW, processes=2) == count
+    stored = sorted(bytes(r[0]) for r in await db.fetch("SELECT digest FROM customer_identifiers"))
+    inline = sorted({d for block in (0, 1) for c in seed_module.generate_block(6, HASHER, NOW, block, count)
+                     for _, d, _ in c.identifiers})
+    assert len(stored) >= len(inline) and set(stored) == set(inline)
 
 
 async def test_seeded_customers_resolve_by_their_identifiers(db):

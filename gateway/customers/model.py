@@ -23,6 +23,8 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import ValidationFailed
+from gateway.identity import mask_name
+from gateway.jsoncheck import reject_nul
 
 IdentifierKind = Literal[
     "phone", "email", "customer_no", "national_id", "card_no", "account_no", "device_id", "online_user_id"
@@ -183,6 +185,9 @@ def decode_document(body: bytes | str) -> CustomerDocument:
         raise ValidationFailed.field(field, message) from None
     except msgspec.DecodeError as exc:
         raise ValidationFailed.field("body", f"invalid JSON: {exc}") from None
+    raw = body.encode() if isinstance(body, str) else body
+    if b"\\u0000" in raw:  # PostgreSQL stores no U+0000: refuse, naming the field
+        reject_nul(msgspec.to_builtins(doc))
     check_document(doc)
     return doc
 
@@ -344,8 +349,6 @@ class CustomerProfile:
 
     @property
     def name_masked(self) -> str:
-        from gateway.identity import mask_name
-
         return mask_name(self.name)
 
 

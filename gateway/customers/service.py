@@ -16,16 +16,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import asyncpg
 import structlog
 
 from gateway.clock import Clock
 from gateway.customers import store
-from gateway.customers.model import CustomerDocument, CustomerView, Resolution, decode_document
+from gateway.customers.model import CustomerDocument, CustomerView, Outcome, Resolution, decode_document
 from gateway.customers.store import PreparedCustomer
 from gateway.db.pool import translate_errors
 from gateway.errors import NotFound, ValidationFailed
@@ -193,31 +194,53 @@ class CustomerService:
         with translate_errors():
             async with self.pool.acquire() as conn:
                 candidates = await store.find_candidates(conn, self.hasher.all_digests(kind, normalized))
-        outcome = "unidentified" if not candidates else "resolved" if len(candidates) == 1 else "ambiguous"
+        outcome: Outcome = (
+            "unidentified" if not candidates else "resolved" if len(candidates) == 1 else "ambiguous")
         return Resolution(outcome, kind, mask(kind, normalized), tuple(candidates))
 
     async def import_ndjson(self, chunks: AsyncIterable[bytes]) -> ImportReport:
-        """Load NDJSON documents (one per line, each with its ``customer_no``); report the bad lines."""
+        """Load NDJSON documents (one per line, each with its ``customer_no``); report the bad lines.
+
+        Pipelined: while PostgreSQL stores one chunk, the next is parsed and prepared. Chunks are
+        written one after the other on one connection, so a later line for a customer wins.
+        """
         report = ImportReport()
         batch: list[tuple[int, PreparedCustomer]] = []
         in_batch: set[str] = set()
+        writing: asyncio.Task[None] | None = None
         with translate_errors():
             async with self.pool.acquire() as conn:
-                async for lineno, line in ndjson_lines(chunks):
-                    report.lines = lineno
-                    prepared = self._prepare_line(report, lineno, line)
-                    if prepared is None:
-                        continue
-                    if prepared.customer_no in in_batch:
-                        await self._flush(conn, batch, report)  # a later line for the same customer wins
-                        in_batch.clear()
-                    batch.append((lineno, prepared))
-                    in_batch.add(prepared.customer_no)
-                    if len(batch) >= IMPORT_CHUNK:
-                        await self._flush(conn, batch, report)
-                        in_batch.clear()
-                        await asyncio.sleep(0)
-                await self._flush(conn, batch, report)
+
+                async def hand_over() -> None:
+                    nonlocal writing, batch
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self._flush(conn, batch, report)) if batch else None
+                    batch = []
+                    in_batch.clear()
+
+                try:
+                    async for lineno, line in ndjson_lines(chunks):
+                        report.lines = lineno
+                        if lineno % 20 == 0:
+                            await asyncio.sleep(0)  # let the write of the previous chunk progress
+                        prepared = self._prepare_line(report, lineno, line)
+                        if prepared is None:
+                            continue
+                        if prepared.customer_no in in_batch:
+                            await hand_over()  # a later line for the same customer wins
+                        batch.append((lineno, prepared))
+                        in_batch.add(prepared.customer_no)
+                        if len(batch) >= IMPORT_CHUNK:
+                            await hand_over()
+                    await hand_over()
+                    if writing is not None:
+                        await writing
+                finally:
+                    if writing is not None and not writing.done():
+                        writing.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await writing
         log.info("customers.imported", lines=report.lines, loaded=report.loaded, rejected=report.rejected)
         return report
 
@@ -254,7 +277,6 @@ class CustomerService:
                     report.loaded += 1
                 except asyncpg.PostgresError as exc:
                     report.reject(lineno, "body", f"refused by the database ({type(exc).__name__})")
-        batch.clear()
 
     async def rehash(self, chunks: AsyncIterable[bytes]) -> ImportReport:
         """Re-digest the core identifiers of known customers under the newest key from an NDJSON extract.
@@ -296,15 +318,19 @@ class CustomerService:
         return report
 
 
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")  # closed by file_chunks
+
+
 async def file_chunks(path: str, size: int = 256 * 1024) -> AsyncIterator[bytes]:
-    """A local file as an async stream of chunks (the CLI's import and rehash)."""
+    """A local file as an async stream of chunks (the CLI's import and rehash); reads off the event loop."""
     loop = asyncio.get_running_loop()
-    with open(path, "rb") as fh:
-        while True:
-            chunk = await loop.run_in_executor(None, fh.read, size)
-            if not chunk:
-                return
+    fh = await loop.run_in_executor(None, _open_binary, path)
+    try:
+        while chunk := await loop.run_in_executor(None, fh.read, size):
             yield chunk
+    finally:
+        fh.close()
 
 
 __all__: Sequence[str] = ("CustomerService", "ImportReport", "file_chunks", "ndjson_lines", "prepare")

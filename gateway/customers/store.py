@@ -76,12 +76,18 @@ _UPSERT_PROFILES = _upsert_sql()
 _INSERT_NEW_PROFILES = _UPSERT_PROFILES.split(" ON CONFLICT")[0] + (
     " ON CONFLICT (customer_no) DO NOTHING RETURNING id, customer_no, true AS inserted"
 )
+# Deletes join an unnest of the ids rather than testing ``customer_id = ANY($1)``: with a prepared
+# statement's generic plan, ANY over a parameter array of hundreds of ids is a sequential scan
+# comparing every row with every id (quadratic in a bulk import); the join is an index scan.
 _DELETE_CORE_IDENTIFIERS = """
-DELETE FROM customer_identifiers
-WHERE customer_id = ANY($1::bigint[]) AND (origin = 'core' OR digest = ANY($2::bytea[]))
+DELETE FROM customer_identifiers ci USING unnest($1::bigint[]) AS u(customer_id)
+WHERE ci.customer_id = u.customer_id AND (ci.origin = 'core' OR ci.digest = ANY($2::bytea[]))
 """
 # Fixed statements per list table (names from LIST_TABLES, never from input).
-_DELETE_LIST = {table: f"DELETE FROM {table} WHERE customer_id = ANY($1::bigint[])" for table, _ in LIST_TABLES}
+_DELETE_LIST = {
+    table: f"DELETE FROM {table} t USING unnest($1::bigint[]) AS u(customer_id) WHERE t.customer_id = u.customer_id"
+    for table, _ in LIST_TABLES
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -134,12 +140,16 @@ async def upsert_profiles(
 
 
 async def replace_identifiers(
-    conn: asyncpg.Connection, owned: Sequence[tuple[int, PreparedCustomer]], key_version: int
+    conn: asyncpg.Connection, owned: Sequence[tuple[int, PreparedCustomer]], key_version: int, *, new: bool = False
 ) -> None:
-    """Replace the ``core`` identifiers of these customers; ``learned`` ones stay unless re-stated."""
+    """Replace the ``core`` identifiers of these customers; ``learned`` ones stay unless re-stated.
+
+    ``new``: the customers were created in this transaction, so there is nothing to delete.
+    """
     ids = [cid for cid, _ in owned]
     digests = [digest for _, d in owned for _, digest, _ in d.identifiers]
-    await execute(conn, "customers.delete_core_identifiers", _DELETE_CORE_IDENTIFIERS, ids, digests)
+    if not new:
+        await execute(conn, "customers.delete_core_identifiers", _DELETE_CORE_IDENTIFIERS, ids, digests)
     await _copy(conn, "customer_identifiers", IDENTIFIER_COLUMNS, [
         (cid, kind, digest, masked, key_version, "core")
         for cid, d in owned for kind, digest, masked in d.identifiers
@@ -152,7 +162,8 @@ async def write_documents(
 ) -> Written:
     """Store complete documents (distinct customer numbers) in the caller's transaction.
 
-    Profiles are upserted; identifiers and lists replaced.
+    Profiles are upserted; identifiers and lists replaced (customers created by this call have
+    nothing to replace, so a first load skips the deletes).
     """
     if not docs:
         return Written({}, frozenset())
@@ -161,11 +172,15 @@ async def write_documents(
     owned = [(ids[d.customer_no], d) for d in docs if d.customer_no in ids]
     if not owned:
         return written
-    await replace_identifiers(conn, owned, key_version)
-    if not only_new:
-        id_list = [cid for cid, _ in owned]
+    existing = [(cid, d) for cid, d in owned if d.customer_no not in written.inserted]
+    created = [(cid, d) for cid, d in owned if d.customer_no in written.inserted]
+    if existing:
+        await replace_identifiers(conn, existing, key_version)
+        id_list = [cid for cid, _ in existing]
         for table, _ in LIST_TABLES:
             await execute(conn, f"customers.delete_{table}", _DELETE_LIST[table], id_list)
+    if created:
+        await replace_identifiers(conn, created, key_version, new=True)
     for n, (table, columns) in enumerate(LIST_TABLES):
         await _copy(conn, table, columns, [(cid, *row) for cid, d in owned for row in d.lists()[n]])
     return written
@@ -292,7 +307,9 @@ async def count_customers(pool: asyncpg.Pool) -> int:
             return int(await fetchval(conn, "customers.count", _COUNT_CUSTOMERS))
 
 
-_IDS_BY_NO = "SELECT customer_no, id FROM customers WHERE customer_no = ANY($1::text[])"
+_IDS_BY_NO = """
+SELECT c.customer_no, c.id FROM customers c JOIN unnest($1::text[]) AS u(customer_no) ON c.customer_no = u.customer_no
+"""
 
 
 async def ids_by_customer_no(conn: asyncpg.Connection, numbers: Sequence[str]) -> dict[str, int]:

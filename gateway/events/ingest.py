@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from gateway.clock import Clock, new_id
@@ -51,6 +52,7 @@ from gateway.events.publish import Publisher
 from gateway.events.sink import IngestResult
 from gateway.events.types import CALL_STATE_ORDER, EVENT_TYPES
 from gateway.identity import IdentityHasher, InvalidIdentifier, mask, normalize
+from gateway.jsoncheck import nul_field
 from gateway.metrics import Metrics
 
 log = structlog.get_logger("gateway.ingest")
@@ -182,6 +184,11 @@ class Ingestor:
         return mask(kind, normalized), self._hasher.all_digests(kind, normalized)
 
     def prepare(self, event: ContactEvent, index: int = 0) -> Prepared | IngestResult:
+        if b"\\u0000" in encode(event):  # PostgreSQL stores no U+0000 in text or jsonb: refuse, naming the field
+            field = nul_field(msgspec.to_builtins(event))
+            if field:
+                return IngestResult("rejected", event.source_event_id, field=field,
+                                    message="contains a NUL character")
         identifiers: list[dict[str, str]] = []
         lookups: list[tuple[str, list[bytes], str]] = []
         digests: list[bytes] = []

@@ -29,8 +29,11 @@ FROM unnest($1::text[], $2::text[]) AS q(source, source_event_id)
 JOIN event_keys k USING (source, source_event_id)
 """
 
+# Joining an unnest (not "= ANY($1)") keeps index lookups when a group brings thousands of digests:
+# a generic plan for "= ANY" over a large array can turn into a sequential scan.
 RESOLVE_DIGESTS = """
-SELECT digest, customer_id FROM customer_identifiers WHERE digest = ANY($1::bytea[])
+SELECT c.digest, c.customer_id FROM (SELECT DISTINCT d FROM unnest($1::bytea[]) AS q(d)) q
+JOIN customer_identifiers c ON c.digest = q.d
 """
 
 INSERT_EVENTS = """
@@ -100,7 +103,7 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 SELECT_INTERACTION_LINKS = """
-SELECT id, customer_id, identification FROM interactions WHERE id = ANY($1::uuid[])
+SELECT i.id, i.customer_id, i.identification FROM unnest($1::uuid[]) AS q(id) JOIN interactions i ON i.id = q.id
 """
 
 LEARN_IDENTIFIER = """

@@ -1,7 +1,8 @@
 """Deterministic, realistic demo customers at any scale (``contact-gateway seed --customers N --seed S``).
 
-The same ``(count, seed, now)`` always gives the same customers: one ``random.Random(seed)`` is
-consumed in order. What it makes:
+The same ``(count, seed, now)`` always gives the same customers: each block of :data:`BATCH`
+customers has its own ``random.Random(f"{seed}:{block}")``, so blocks can be generated in worker
+processes in any order. What it makes:
 
 - personal customers (95 %) with common Chinese names (a few compound surnames), +86 mobiles,
   valid 18-digit resident identity numbers (GB 11643 check digit, real region codes), UnionPay
@@ -17,16 +18,20 @@ consumed in order. What it makes:
 
 Rows are built directly as :class:`gateway.customers.store.PreparedCustomer` (identifiers hashed
 and masked like any other) and written with :func:`gateway.customers.store.write_documents` —
-profiles by one ``unnest`` insert per batch, lists by COPY — on two connections, so that
-generating the next batch overlaps PostgreSQL storing the previous one. Existing customer numbers
-are skipped, so re-running a seed adds nothing.
+profiles by one ``unnest`` insert per block, lists by COPY — on two connections. Large runs
+generate blocks in worker processes while this process writes, so Python and PostgreSQL work at
+once. Existing customer numbers are skipped, so re-running a seed adds nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import datetime as dt
 import decimal
+import multiprocessing
+import os
 import random
 from collections.abc import Callable
 
@@ -42,6 +47,7 @@ log = structlog.get_logger("gateway.seed")
 
 BATCH = 5000
 WRITERS = 2
+PARALLEL_FROM = 50_000
 
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
@@ -111,8 +117,11 @@ def _luhn_number(rng: random.Random, prefix: str, length: int) -> str:
     return body + luhn_check_digit(body)
 
 
-def _resident_id(rng: random.Random, birth: dt.date, male: bool) -> str:
-    seq = rng.randrange(0, 500) * 2 + (1 if male else 0)
+def _resident_id(rng: random.Random, birth: dt.date, male: bool, block: int) -> str:
+    # The 3-digit sequence (odd for men) is taken from the block number, so two blocks never make
+    # the same number (up to 500 blocks, 2.5 million customers); within a block the generator
+    # draws again on a clash. Real resident identity numbers are unique, and so are these.
+    seq = (block % 500) * 2 + (1 if male else 0)
     body = f"{rng.choice(REGIONS)}{birth:%Y%m%d}{seq:03d}"
     return body + ric.calc_check_digit(body + "0")
 
@@ -120,8 +129,12 @@ def _resident_id(rng: random.Random, birth: dt.date, male: bool) -> str:
 class _Generator:
     """Makes one customer after another from one seeded random stream."""
 
-    def __init__(self, seed: int, hasher: IdentityHasher, now: dt.datetime) -> None:
-        self.rng = random.Random(seed)
+    def __init__(self, seed: int, hasher: IdentityHasher, now: dt.datetime, block: int = 0) -> None:
+        # One random stream per block of BATCH customers: blocks can be generated in any order, in
+        # any process, and the data stays the same.
+        self.rng = random.Random(f"{seed}:{block}")
+        self.block = block
+        self.national_ids: set[str] = set()
         self.seed = seed
         self.hasher = hasher
         self.now = now
@@ -169,9 +182,14 @@ class _Generator:
             name = surname + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2, 2))))
             self.prev_family = (surname, phone)
             male = rng.random() < 0.5
-            birth = dt.date(rng.randrange(1950, 2006), rng.randrange(1, 13), rng.randrange(1, 29))
+            while True:
+                birth = dt.date(rng.randrange(1950, 2006), rng.randrange(1, 13), rng.randrange(1, 29))
+                national_id = _resident_id(rng, birth, male, self.block)
+                if national_id not in self.national_ids:
+                    self.national_ids.add(national_id)
+                    break
             self._ident(idents, "phone", phone)
-            self._ident(idents, "national_id", _resident_id(rng, birth, male))
+            self._ident(idents, "national_id", national_id)
             segment = _weighted(rng, SEGMENTS)
             tier = TIER_OF.get(segment) or ("silver" if rng.random() < 0.4 else "standard")
             card = _luhn_number(rng, rng.choice(DEBIT_BINS), rng.choice((16, 19, 19)))
@@ -280,6 +298,13 @@ class _Generator:
                  status),)
 
 
+def generate_block(seed: int, hasher: IdentityHasher, now: dt.datetime, block: int, count: int
+                   ) -> list[PreparedCustomer]:
+    """Customers ``block * BATCH`` up to ``min((block + 1) * BATCH, count)`` (runs in a worker process too)."""
+    gen = _Generator(seed, hasher, now, block)
+    return [gen.customer(i) for i in range(block * BATCH, min((block + 1) * BATCH, count))]
+
+
 async def seed_customers(
     pool: asyncpg.Pool,
     count: int,
@@ -287,17 +312,19 @@ async def seed_customers(
     hasher: IdentityHasher,
     *,
     now: dt.datetime | None = None,
-    batch: int = BATCH,
+    processes: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Create ``count`` deterministic customers (skipping customer numbers that exist); return how many.
 
     ``now`` anchors every date (cases, appointments, blocks); it defaults to today's midnight UTC so
-    that runs of one day are identical.
+    that runs of one day are identical. Large runs generate blocks in ``processes`` worker processes
+    (default: one per core from :data:`PARALLEL_FROM` customers on) while this process writes.
     """
     if now is None:
         now = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    gen = _Generator(seed, hasher, now)
+    if processes is None:
+        processes = min(os.cpu_count() or 1, 4) if count >= PARALLEL_FROM else 0
     queue: asyncio.Queue[list[PreparedCustomer] | None] = asyncio.Queue(maxsize=WRITERS)
     created = 0
     done = 0
@@ -329,14 +356,29 @@ async def seed_customers(
                 putter.cancel()
                 raise RuntimeError("seed writers stopped early")
 
+    blocks = range(-(-count // BATCH))
+    executor = (concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+                if processes else None)
     try:
-        for start in range(0, count, batch):
-            await put([gen.customer(i) for i in range(start, min(start + batch, count))])
+        if executor is None:
+            for block in blocks:
+                await put(generate_block(seed, hasher, now, block, count))
+        else:
+            loop = asyncio.get_running_loop()
+            pending: collections.deque[asyncio.Future[list[PreparedCustomer]]] = collections.deque()
+            for block in blocks:
+                pending.append(loop.run_in_executor(executor, generate_block, seed, hasher, now, block, count))
+                if len(pending) > processes * 2:
+                    await put(await pending.popleft())
+            while pending:
+                await put(await pending.popleft())
         for _ in writers:
             await put(None)
         await asyncio.gather(*writers)
     finally:
         for w in writers:
             w.cancel()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
     log.info("seed.customers_created", customers=created, seed=seed)
     return created

@@ -6,6 +6,7 @@ source without the scope). Responses carry masked identifiers and a masked name 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -15,6 +16,7 @@ from aiohttp import web
 from gateway import audit, keys
 from gateway.auth import authenticate
 from gateway.customers.model import (
+    CUSTOMER_NO_PATTERN,
     Appointment,
     Candidate,
     Case,
@@ -80,14 +82,17 @@ def resolution_json(res: Resolution) -> dict[str, Any]:
     }
 
 
+_CUSTOMER_NO_RE = re.compile(CUSTOMER_NO_PATTERN)
+# Literal path segments of other customer routes: never a customer number (GET could not reach it).
+RESERVED_CUSTOMER_NOS = frozenset({"resolve", "import"})
+
+
 def _customer_no(request: web.Request) -> str:
-    import re
-
-    from gateway.customers.model import CUSTOMER_NO_PATTERN
-
     value = request.match_info["customer_no"]
-    if not re.match(CUSTOMER_NO_PATTERN, value):
+    if not _CUSTOMER_NO_RE.match(value):
         raise ValidationFailed.field("customer_no", "1-64 letters, digits, '.', '_' or '-'")
+    if value in RESERVED_CUSTOMER_NOS:
+        raise ValidationFailed.field("customer_no", "reserved word, not a customer number")
     return value
 
 
@@ -204,7 +209,7 @@ IMPORT_REPORT_SCHEMA: dict[str, Any] = {
         }},
     },
 }
-_SECURITY = [{"apiKey": []}, {"bearer": []}]
+_SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"bearer": []}]
 _PATH_PARAM = {"name": "customer_no", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
 

@@ -41,6 +41,7 @@ from gateway.events.model import (
 from gateway.events.sink import IngestResult
 from gateway.middleware import request_id_of
 from gateway.openapi import ApiRegistry, add_route, json_response
+from gateway.validate import aware_time
 from gateway.views.access import PUBLIC, READERS, Principal, require_reader, require_source, sources
 
 JSON = "application/json"
@@ -180,15 +181,7 @@ def decode_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
 
 def _time_param(request: web.Request, name: str) -> dt.datetime | None:
     text = request.query.get(name)
-    if not text:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationFailed.field(name, "not an RFC 3339 timestamp") from None
-    if value.tzinfo is None:
-        raise ValidationFailed.field(name, "needs a timezone offset")
-    return value
+    return aware_time(text, name) if text else None
 
 
 def _limit(request: web.Request) -> int:
