@@ -38,6 +38,7 @@ class DemoPbx:
         self.port = port
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
         self.logged_in = asyncio.Event()
 
     async def start(self) -> int:
@@ -46,10 +47,16 @@ class DemoPbx:
         return self.port
 
     async def close(self) -> None:
-        for w in list(self._clients):
-            w.close()
+        """Stop listening, hang up on the clients and wait (briefly) for their handlers to end."""
         if self._server is not None:
             self._server.close()
+        for w in list(self._clients):
+            w.close()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2)
+        for task in list(self._handlers):
+            task.cancel()
+        if self._server is not None:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
 
@@ -66,6 +73,10 @@ class DemoPbx:
         return sent
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         writer.write(BANNER)
         parser = FrameParser()
         challenge = secrets.token_hex(8)
