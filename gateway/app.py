@@ -33,16 +33,17 @@ from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
 from gateway.metrics import create_metrics
 from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
-from gateway.views.access import policy_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
+from gateway.views import agent as agent_views
+from gateway.views import console as console_views
 from gateway.views import customers as customer_views
-from gateway.views import digital, ops
+from gateway.views import digital, ops, voice
 from gateway.views import email as email_views
 from gateway.views import events as events_views
-from gateway.views import console as console_views
 from gateway.views import login as login_views
-from gateway.views import voice
+from gateway.views import screenpop as screenpop_views
+from gateway.views.access import policy_middleware
 
 log = structlog.get_logger("gateway.app")
 
@@ -174,6 +175,28 @@ def setup_ingest(app: web.Application) -> None:
     app.cleanup_ctx.append(ingest_ctx)
 
 
+def setup_screenpop(app: web.Application) -> None:
+    """The summary service (alert rules loaded now: a bad rule stops the start) and the pop hub."""
+    from gateway.screenpop.push import PopHub
+    from gateway.screenpop.rules import load_rules
+    from gateway.screenpop.service import ScreenPopService
+
+    settings = app[keys.SETTINGS]
+    path = PROJECT_ROOT / settings.screenpop.alert_rules_file
+    rules = load_rules(path)
+
+    async def screenpop_ctx(app: web.Application) -> AsyncIterator[None]:
+        service = ScreenPopService(app[keys.DB], app[keys.REDIS], app[keys.CUSTOMERS], rules, app[keys.CLOCK],
+                                   settings)
+        hub = PopHub(app[keys.REDIS], service)
+        app[keys.SCREENPOP] = service
+        app[keys.POP_HUB] = hub
+        if settings.screenpop.push:
+            hub.start()
+        yield
+        await hub.stop()
+
+    app.cleanup_ctx.append(screenpop_ctx)
 def setup_users(app: web.Application) -> None:
     """Accounts (PostgreSQL), sessions and login throttling (Redis). Runs after the Redis context."""
     import secrets
@@ -233,6 +256,8 @@ def setup_routes(app: web.Application) -> None:
     console_views.setup_routes(app, api)
     customer_views.setup_routes(app, api)
     events_views.setup_routes(app, api)
+    screenpop_views.setup_routes(app, api)
+    agent_views.setup_routes(app, api)
     digital.setup_routes(app, api)
     voice.setup_routes(app, api)
     email_views.setup_routes(app, api)
@@ -259,6 +284,7 @@ def create_app(
     setup_customers(app)
     setup_demo(app)
     setup_ingest(app)
+    setup_screenpop(app)
     setup_users(app)
     setup_templates(app)
     setup_console(app)

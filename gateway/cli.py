@@ -25,10 +25,47 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.replace(http_port=args.port)
     if args.host is not None:
         settings = settings.replace(http_host=args.host)
+    extra = []
     if args.demo:
-        settings = settings.replace(demo=True)
-    asyncio.run(serve_app(create_app(settings), settings))
+        from gateway.simulate.demo import demo_settings, setup_demo_traffic
+
+        settings = demo_settings(settings.replace(demo=True))
+        extra.append(setup_demo_traffic)
+    asyncio.run(serve_app(create_app(settings, extra_setup=extra), settings))
     return 0
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Play demo traffic against a running gateway through its real adapters and APIs."""
+    from gateway.simulate.pbx import DemoPbx
+    from gateway.simulate.traffic import AmiPhone, Phone, Simulator, WebhookPhone
+
+    async def run() -> int:
+        pbx = None
+        phone: Phone | None = None
+        async with Simulator(args.url or settings.base_url(), settings, None, interval=args.interval) as sim:
+            if args.cti == "ami":
+                pbx = DemoPbx(args.ami_username, args.ami_secret, host="127.0.0.1", port=args.pbx_port)
+                await pbx.start()
+                print(f"simulated PBX (AMI) listening on 127.0.0.1:{pbx.port}; waiting for the gateway to log in",
+                      file=sys.stderr)
+                await asyncio.wait_for(pbx.logged_in.wait(), 120)
+                phone = AmiPhone(pbx)
+            else:
+                async def post(linked: str, body: object) -> None:
+                    await sim._signed("/v1/channels/voice/events", "cti-webhook", f"sim-{linked}", body)
+                phone = WebhookPhone(post)
+            sim.phone = phone
+            await sim.wait_ready()
+            await sim.setup()
+            await sim.run(rounds=args.rounds)
+            print(f"played {sim.calls} calls", file=sys.stderr)
+        if pbx is not None:
+            await asyncio.sleep(args.linger)
+            await pbx.close()
+        return 0
+
+    return asyncio.run(run())
 
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -229,6 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (setting http_port)")
     serve.add_argument("--demo", action="store_true", help="seed demo data when the database is empty")
     serve.set_defaults(func=_cmd_serve)
+    sim = sub.add_parser("simulate", help="play demo traffic (calls, logins, transfers, emails) at a gateway")
+    sim.add_argument("--url", default=None, help="the gateway's base URL (default: from settings)")
+    sim.add_argument("--rounds", type=int, default=None, help="how many scenarios to play (default: forever)")
+    sim.add_argument("--interval", type=float, default=8.0, help="seconds between scenarios")
+    sim.add_argument("--cti", choices=("webhook", "ami"), default="webhook",
+                     help="how calls arrive: the signed generic CTI webhook, or a simulated PBX the gateway's AMI "
+                          "client connects to ([ami] host/port/username/secret must point at it)")
+    sim.add_argument("--pbx-port", type=int, default=5038, help="with --cti ami: the port to listen on")
+    sim.add_argument("--ami-username", default="contact-gateway", help="with --cti ami: the AMI user to accept")
+    sim.add_argument("--ami-secret", default="", help="with --cti ami: the AMI secret to accept")
+    sim.add_argument("--linger", type=float, default=45.0, help="with --cti ami: seconds to let calls finish")
+    sim.set_defaults(func=_cmd_simulate)
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.set_defaults(func=_cmd_migrate)
     seed = sub.add_parser("seed", help="create deterministic demo customers and contact histories")

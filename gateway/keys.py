@@ -10,10 +10,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from adapters.ami_client import AmiClient
     from adapters.imap_poller import ImapPoller
     from adapters.segment import SegmentMapping
-    from adapters.ami_client import AmiClient
-
     from gateway.clock import Clock
     from gateway.events.publish import Publisher
     from gateway.events.sink import EventSink
@@ -38,6 +37,13 @@ if TYPE_CHECKING:
 
 IDENTITY: web.AppKey[IdentityHasher] = web.AppKey("identity")
 CUSTOMERS: web.AppKey[CustomerService] = web.AppKey("customers")
+
+if TYPE_CHECKING:
+    from gateway.screenpop.push import PopHub
+    from gateway.screenpop.service import ScreenPopService
+
+SCREENPOP: web.AppKey[ScreenPopService] = web.AppKey("screenpop")
+POP_HUB: web.AppKey[PopHub] = web.AppKey("pop_hub")
 
 if TYPE_CHECKING:
     from gateway.users.service import UserService

@@ -38,6 +38,20 @@ def login_throttle(key: str) -> str:
     return f"{PREFIX}throttle:login:{key}"
 
 
+AGENT_EVENTS_PATTERN = PREFIX + "events:agent:*"
+
+
+def pop_channel(agent_id: str) -> str:
+    """Pub/sub channel of built pops for one agent: whichever instance holds the agent's socket delivers."""
+    return f"{PREFIX}popch:{agent_id}"
+
+
+POP_CHANNEL_PATTERN = PREFIX + "popch:*"
+
+
+def pop_claim(event_id: str) -> str:
+    """Claimed by the one instance that builds the pop of a ringing event (SET NX)."""
+    return f"{PREFIX}popclaim:{event_id}"
 def user_sessions(name: str) -> str:
     """The set of one user's session digests (so that disabling the user ends them all)."""
     return f"{PREFIX}user-sessions:{name}"

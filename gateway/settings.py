@@ -87,6 +87,38 @@ def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ScreenpopSettings:
+    """The screen-pop and the agent desktop (table ``[screenpop]``)."""
+
+    alert_rules_file: str = dataclasses.field(
+        metadata=_doc("TOML file of the alert rules (relative paths start at the project directory)."))
+    pop_url_template: str = dataclasses.field(
+        metadata=_doc("URL of a pop, for CTI systems that open URLs; placeholders `{base_url}`, "
+                      "`{interaction_id}`, `{agent_id}`."))
+    summary_cache_ttl_seconds: int = dataclasses.field(
+        metadata=_doc("How long a cached summary may live in Redis (it is also dropped on every new event)."))
+    current_pop_ttl_seconds: int = dataclasses.field(
+        metadata=_doc("How long an agent's current pop is kept for a desktop that reconnects."))
+    push: bool = dataclasses.field(
+        metadata=_doc("Run the pop subscriber (Redis pub/sub) and the agent WebSocket push in this process."))
+    demo_call_interval_seconds: float = dataclasses.field(
+        metadata=_doc("With `serve --demo`: seconds between simulated calls ringing at the demo agents."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MobileSettings:
+    """The Segment-compatible mobile banking API (``/v1/channels/mobile/v1/...``)."""
+
+    segment_events_file: Path = dataclasses.field(metadata=_doc(
+        "TOML mapping of Segment track event names to canonical types and of traits/properties to "
+        "identifiers; relative paths are under the project directory."))
+    max_call_bytes: int = dataclasses.field(metadata=_doc(
+        "Largest decompressed body of a single-message call (`track`, `identify`, ...); Segment's 32 KB."))
+    max_batch_bytes: int = dataclasses.field(metadata=_doc(
+        "Largest decompressed body of a `batch` call; Segment's 500 KB."))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class SessionSettings:
     """People's login sessions (table ``[sessions]``): timeouts, the cookie, login throttling, hashing."""
 
@@ -134,19 +166,6 @@ class ConsoleSettings:
 
     def qa_form_path(self) -> Path:
         return self.qa_form if self.qa_form.is_absolute() else PROJECT_ROOT / self.qa_form
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MobileSettings:
-    """The Segment-compatible mobile banking API (``/v1/channels/mobile/v1/...``)."""
-
-    segment_events_file: Path = dataclasses.field(metadata=_doc(
-        "TOML mapping of Segment track event names to canonical types and of traits/properties to "
-        "identifiers; relative paths are under the project directory."))
-    max_call_bytes: int = dataclasses.field(metadata=_doc(
-        "Largest decompressed body of a single-message call (`track`, `identify`, ...); Segment's 32 KB."))
-    max_batch_bytes: int = dataclasses.field(metadata=_doc(
-        "Largest decompressed body of a `batch` call; Segment's 500 KB."))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -203,8 +222,10 @@ class Settings:
     )
     sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
     console: ConsoleSettings = dataclasses.field(metadata=_doc("The supervisor console."))
+    screenpop: ScreenpopSettings = dataclasses.field(metadata=_doc("The screen-pop and the agent desktop."))
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
     ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
+    sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
     imap: ImapSettings = dataclasses.field(metadata=_doc("The IMAP poller, table `[imap]`."))
 
     @property
@@ -305,8 +326,10 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclas
 NESTED_TABLES: dict[str, type] = {}
 NESTED_TABLES["SessionSettings"] = SessionSettings
 NESTED_TABLES["ConsoleSettings"] = ConsoleSettings
+NESTED_TABLES["ScreenpopSettings"] = ScreenpopSettings
 NESTED_TABLES["MobileSettings"] = MobileSettings
 NESTED_TABLES["AmiSettings"] = AmiSettings
+NESTED_TABLES["SessionSettings"] = SessionSettings
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -556,6 +579,7 @@ def _check_ranges(s: Settings) -> None:
     _check_imap(s.imap)
     if not s.identity_hmac_keys:
         raise SettingsError("setting 'identity_hmac_keys': at least one key is needed")
+    _check_screenpop(s.screenpop)
     _check_sessions(s.sessions)
     _check_console(s.console)
 
@@ -579,6 +603,18 @@ def _check_console(cs: ConsoleSettings) -> None:
         raise SettingsError("setting 'console.export_chunk_rows': must be between 10 and 100000")
     if not 1 <= cs.qa_sample_max <= 1000:
         raise SettingsError("setting 'console.qa_sample_max': must be between 1 and 1000")
+
+
+def _check_screenpop(sp: ScreenpopSettings) -> None:
+    for name in ("summary_cache_ttl_seconds", "current_pop_ttl_seconds"):
+        if getattr(sp, name) < 1:
+            raise SettingsError(f"setting 'screenpop.{name}': must be at least 1")
+    if sp.demo_call_interval_seconds <= 0:
+        raise SettingsError("setting 'screenpop.demo_call_interval_seconds': must be greater than 0")
+    try:
+        sp.pop_url_template.format(base_url="", interaction_id="", agent_id="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SettingsError(f"setting 'screenpop.pop_url_template': unknown placeholder or bad braces ({exc})") from None
 
 
 def _check_sessions(ss: SessionSettings) -> None:

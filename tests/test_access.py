@@ -23,7 +23,7 @@ ROLES = ("agent", "supervisor", "admin")
 DESKTOP_KEY = {"X-API-Key": "dev-desktop-key"}            # source with scopes read, link
 CORE_KEY = {"X-API-Key": "dev-core-banking-key"}           # source with scopes customers, events, read
 SAMPLE_PARAMS = {"customer_no": "C0000001", "interaction_id": str(uuid.UUID(int=7)), "lang": "en",
-                 "filename": "app.css", "agent_id": "8001", "review_id": "1", "sample_id": "1"}
+                 "filename": "app.css", "agent_id": "8001", "review_id": "1", "sample_id": "1", "customer_id": "1"}
 
 
 @pytest.fixture
@@ -138,8 +138,8 @@ async def _call(client, method: str, path: str, headers: dict[str, str]) -> tupl
 async def test_role_checks_route_by_route(app_client, db):
     """Every registered route, every kind of caller: exactly who the policy names gets past the door."""
     app, client = app_client
-    for role in ROLES:
-        await add_user(app, role + "1", role)
+    for role in ROLES:   # the agent is agent 8001, whose stream (a sample path) they may watch
+        await add_user(app, role + "1", role, agent_id="8001" if role == "agent" else None)
     routes = _routes(app)
     assert len(routes) >= 15
     checked = 0

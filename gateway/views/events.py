@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway import audit, keys
+from gateway import keys
 from gateway.auth import source_may_post
 from gateway.db.pool import fetch, fetchval
 from gateway.errors import (
@@ -29,7 +29,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from gateway.events import cloudevents, store
+from gateway.events import cloudevents, links, store
 from gateway.events.model import (
     MAX_BATCH,
     ContactEvent,
@@ -294,24 +294,9 @@ async def unlink_interaction(request: web.Request) -> web.Response:
 
 async def _set_link(request: web.Request, principal: Principal, iid: uuid.UUID, customer_no: str | None,
                     reason: str) -> web.Response:
-    async with request.app[keys.DB].acquire() as conn, conn.transaction():
-        customer_id = None
-        if customer_no is not None:
-            customer_id = await fetchval(conn, "customers.id_by_no", _CUSTOMER_ID, customer_no)
-            if customer_id is None:
-                raise ValidationFailed.field("customer_no", "no such customer")
-        before = await store.get_interaction(conn, iid)
-        if before is None:
-            raise NotFound("no such interaction")
-        await store.set_link(conn, iid, customer_id, principal.actor)
-        action = "link" if customer_id is not None else "unlink"
-        await store.add_link_history(conn, [iid], action, customer_id, principal.actor, reason)
-        await audit.record(conn, actor=principal.actor, actor_role=principal.role, action=action,
-                           customer_id=customer_id if customer_id is not None else before.customer_id,
-                           interaction_id=iid, reason=reason, request_id=request_id_of(request))
-        after = await store.get_interaction(conn, iid)
-    assert after is not None
-    return _respond(interaction_json(after, customer_no))
+    change = await links.set_link(request.app[keys.DB], iid, actor=principal.actor, role=principal.role,
+                                  reason=reason, customer_no=customer_no, request_id=request_id_of(request))
+    return _respond(interaction_json(change.after, customer_no))
 
 
 # -- OpenAPI -------------------------------------------------------------------------------------------

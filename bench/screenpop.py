@@ -1,0 +1,189 @@
+"""Screen-pop latency: from the CTI ringing event entering the gateway to the WebSocket frame at the agent.
+
+    python bench/screenpop.py                              # 1,000,000 customers, 10,000,000 events
+    python bench/screenpop.py --customers 20000 --events 200000 --calls 200   # a quick run
+
+A real gateway process (``python -m gateway serve``) on the machine's PostgreSQL and Redis, with its
+AMI client connected to a simulated PBX in this process (:mod:`gateway.simulate.pbx`). The data are
+seeded with ``gateway.seed.customers`` / ``gateway.seed.events`` into the database
+``cg_bench_screenpop_<customers>_<events>`` (reused when it already holds them). While a background
+load posts ``--background`` events/s through ``POST /v1/events`` (customers picked at random, so
+their cached summaries are invalidated all the time), each measured call:
+
+1. plays the call's frames up to the queue (offered, IVR with the verified customer number,
+   queue join) and waits for them to be stored;
+2. takes ``t0`` and writes the ``AgentCalled`` frame (the ringing) on the AMI socket;
+3. takes ``t1`` when the pop of that interaction arrives on the agent's WebSocket.
+
+Every call is for a different customer chosen at random among those with a history, so the
+summary is built from PostgreSQL (a cold cache): the worst case. Prints p50/p99 of ``t1 - t0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import DEFAULT_PG, DEFAULT_REDIS, fresh_database, gateway_process, machine, percentiles
+from gateway.events.ingest import interaction_uuid
+from gateway.simulate.pbx import AGENT_CALLED, DemoPbx, call_frames
+
+AGENT = "8999"
+READ = {"X-API-Key": "dev-desktop-key"}
+MOBILE = {"X-API-Key": "dev-mobile-write-key"}
+
+
+async def ensure_data(server: str, customers: int, events: int) -> str:
+    from gateway.db.pool import create_pool
+    from gateway.identity import IdentityHasher
+    from gateway.seed.customers import seed_customers
+    from gateway.seed.events import seed_events
+    from gateway.settings import load_settings
+
+    name = f"cg_bench_screenpop_{customers}_{events}"
+    url = await fresh_database(server, name, reuse=True)
+    pool = await create_pool(url, min_size=1, max_size=4, command_timeout=7200)
+    try:
+        have_customers = await pool.fetchval("SELECT count(*) FROM customers")
+        if have_customers < customers:
+            t = time.perf_counter()
+            await seed_customers(pool, customers, 1, IdentityHasher(load_settings(env={}).identity_hmac_keys))
+            print(f"  seeded {customers} customers in {time.perf_counter() - t:.0f}s", flush=True)
+        have = await pool.fetchval("SELECT count(*) FROM events")
+        if have < events * 0.99:
+            t = time.perf_counter()
+            n = await seed_events(pool, events - have, 1)
+            print(f"  seeded {n} events in {time.perf_counter() - t:.0f}s", flush=True)
+        else:
+            print(f"  reusing {name}: {have_customers} customers, {have} events", flush=True)
+    finally:
+        await pool.close()
+    return url
+
+
+async def sample_customers(url: str, n: int) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.customer_no FROM customers c TABLESAMPLE SYSTEM (5) "
+            "WHERE EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = c.id) LIMIT $1", n * 3)
+    finally:
+        await conn.close()
+    nos = [r["customer_no"] for r in rows]
+    random.Random(7).shuffle(nos)
+    return nos[:n]
+
+
+async def background(url: str, customers: list[str], rate: int, stop: asyncio.Event, sent: list[int],
+                     posters: int = 4) -> None:
+    """Post ``rate`` events/s until ``stop``: ``posters`` clients, each a batch every 20 ms."""
+    await asyncio.gather(*(_poster(url, customers, rate // posters, stop, sent, n) for n in range(posters)))
+
+
+async def _poster(url: str, customers: list[str], rate: int, stop: asyncio.Event, sent: list[int], k: int) -> None:
+    rng = random.Random(3 + k)
+    run = uuid.uuid4().hex[:8]
+    types = ("login.succeeded", "login.failed", "transfer.succeeded", "transfer.failed", "screen.viewed")
+    per_tick, tick = max(rate // 50, 1), 0.02
+    n = 0
+    async with aiohttp.ClientSession() as session:
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            batch = []
+            for _ in range(per_tick):
+                n += 1
+                batch.append({
+                    "source": "mobile-banking", "source_event_id": f"bg-{run}-{n}", "channel": "mobile_banking",
+                    "type": rng.choice(types), "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                    "identifiers": [{"kind": "customer_no", "value": rng.choice(customers)}],
+                    "interaction_id": f"bg-{run}-{n // 5}", "attributes": {"amount": rng.randrange(100, 90000)}})
+            async with session.post(url + "/v1/events", json=batch, headers=MOBILE) as r:
+                await r.read()
+                if r.status == 200:
+                    sent[0] += len(batch)
+            next_at += tick
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+
+
+async def measure(url: str, pbx: DemoPbx, db_url: str, customers: list[str], calls: int) -> list[float]:
+    latencies: list[float] = []
+    conn = await asyncpg.connect(db_url)
+    run = f"{int(time.time())}"
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            url.replace("http", "ws") + f"/v1/agents/{AGENT}/stream", headers=READ) as ws:
+        for i, customer_no in enumerate(customers[:calls]):
+            linked = f"{run}.{i}"
+            ring, _, _ = call_frames(linked, f"1390000{i:04d}", "", AGENT, "vip", time.time(), ("1",),
+                                     customer_no=customer_no)
+            cut = ring.index(AGENT_CALLED)
+            await pbx.play(ring[:cut])
+            iid = interaction_uuid("cti.asterisk", linked)
+            for _ in range(2000):   # the queued call is stored (the IVR takes seconds in real life)
+                if await conn.fetchval("SELECT 1 FROM interactions WHERE id = $1 AND status = 'offered'", iid):
+                    break
+                await asyncio.sleep(0.002)
+            want = str(iid)
+            t0 = time.perf_counter()
+            await pbx.play(ring[cut:])
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                frame = json.loads(msg.data)
+                if frame["type"] == "pop" and frame["pop"]["interaction_id"] == want:
+                    t1 = time.perf_counter()
+                    assert frame["pop"]["state"] == "identified", frame["pop"]["state"]
+                    break
+            latencies.append((t1 - t0) * 1000)
+            await asyncio.sleep(0.02)
+    await conn.close()
+    return latencies
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--database-url", default=DEFAULT_PG)
+    p.add_argument("--redis-url", default=DEFAULT_REDIS)
+    p.add_argument("--customers", type=int, default=1_000_000)
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--calls", type=int, default=1000)
+    p.add_argument("--background", type=int, default=1000, help="background ingest, events/s")
+    args = p.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    db_url = await ensure_data(args.database_url, args.customers, args.events)
+    customers = await sample_customers(db_url, args.calls + 5000)
+    pbx = DemoPbx("bench", "bench-secret")
+    port = await pbx.start()
+    env = {"ami__enabled": "true", "ami__host": "127.0.0.1", "ami__port": str(port), "ami__username": "bench",
+           "ami__secret": "bench-secret", "ami__ping_interval": "0", "db_pool_max": "16"}
+    loop = asyncio.get_running_loop()
+    with gateway_process(db_url, args.redis_url, **env) as url:
+        await asyncio.wait_for(pbx.logged_in.wait(), 60)
+        stop, sent = asyncio.Event(), [0]
+        bg = asyncio.create_task(background(url, customers[args.calls:], args.background, stop, sent))
+        await asyncio.sleep(2)
+        await measure(url, pbx, db_url, customers[args.calls:args.calls + 50], 50)   # warm-up
+        t = loop.time()
+        lat = await measure(url, pbx, db_url, customers, args.calls)
+        elapsed = loop.time() - t
+        stop.set()
+        await bg
+    await pbx.close()
+    r = percentiles(lat)
+    print(f"screen-pop, ringing in (AMI) -> WebSocket frame out, {int(r['n'])} calls, cold cache, "
+          f"{args.customers} customers / {args.events} events, background ingest "
+          f"{sent[0] / max(elapsed + 2, 1):.0f} events/s:", flush=True)
+    print(f"  p50 {r['p50']:.2f} ms   p99 {r['p99']:.2f} ms   max {max(lat):.2f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

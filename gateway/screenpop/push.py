@@ -1,0 +1,177 @@
+"""The push: ringing calls become pops on the agents' open desktops, across gateway instances.
+
+Each gateway process runs one :class:`PopHub` task holding one Redis pub/sub connection with two
+pattern subscriptions:
+
+- ``cg:events:agent:*`` (published by ingest after commit): a ``call.ringing`` at agent X is
+  claimed by exactly one instance (``SET cg:popclaim:<event id> NX``), which builds the pop
+  (resolve → summary → pop), delivers it to X's sockets it holds itself, stores it as X's
+  current pop and publishes it on ``cg:popch:X`` — one pipelined round trip — then audits it.
+  Other call events of X (answered, ended, …) are forwarded to X's local sockets as small
+  ``call`` frames so the desktop can show the call's state.
+- ``cg:popch:*``: a pop built elsewhere for an agent whose socket this instance holds is sent on.
+
+A desktop that (re)connects first registers its socket, then gets the current pop (so a pop
+published meanwhile is at worst sent twice; the desktop ignores a pop id it already shows).
+While Redis is down the hub retries with backoff; desktops then get their pop from PostgreSQL
+when they reconnect or look it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway import redis_keys
+from gateway.errors import GatewayError
+from gateway.screenpop.service import ScreenPopService, pop_frame
+
+log = structlog.get_logger("gateway.screenpop.push")
+
+CLAIM_SECONDS = 300
+BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+CALL_FRAME_TYPES = frozenset({"call.answered", "call.ended", "call.abandoned", "call.missed", "call.transferred",
+                              "call.held", "call.resumed", "contact.wrapup"})
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+_AGENT_PREFIX = redis_keys.agent_channel("").encode()
+_POP_PREFIX = redis_keys.pop_channel("").encode()
+
+
+class PopHub:
+    def __init__(self, redis: Redis, service: ScreenPopService) -> None:
+        self._redis = redis
+        self._service = service
+        self.instance = uuid.uuid4().hex[:12]
+        self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+        self.pops_built = 0
+        # test and benchmark hook: called with (agent_id, frame) after a local delivery
+        self.on_delivered: Callable[[str, bytes], Awaitable[None] | None] | None = None
+
+    # -- sockets -------------------------------------------------------------------------------------
+    def attach(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+        self._sockets.setdefault(agent_id, set()).add(ws)
+
+    def detach(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+        held = self._sockets.get(agent_id)
+        if held is not None:
+            held.discard(ws)
+            if not held:
+                del self._sockets[agent_id]
+
+    def holds(self, agent_id: str) -> bool:
+        return agent_id in self._sockets
+
+    async def deliver(self, agent_id: str, frame: bytes) -> int:
+        """Send a frame to the agent's sockets on this instance; return how many got it."""
+        sockets = [ws for ws in self._sockets.get(agent_id, ()) if not ws.closed]
+        if not sockets:
+            return 0
+        text = frame.decode()
+        results = await asyncio.gather(*(ws.send_str(text) for ws in sockets), return_exceptions=True)
+        sent = sum(1 for r in results if not isinstance(r, BaseException))
+        return sent
+
+    # -- the subscriber --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._main = asyncio.create_task(self.run(), name="pop-hub")
+
+    async def stop(self) -> None:
+        if self._main:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for sockets in list(self._sockets.values()):
+            for ws in list(sockets):
+                await ws.close(code=1001, message=b"gateway shutting down")
+
+    async def run(self) -> None:
+        backoff = BACKOFF_START
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(redis_keys.AGENT_EVENTS_PATTERN, redis_keys.POP_CHANNEL_PATTERN)
+                self.subscribed.set()
+                backoff = BACKOFF_START
+                async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self._dispatch(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("screenpop.subscriber_lost", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        if channel.startswith(_POP_PREFIX):
+            agent_id = channel[len(_POP_PREFIX):].decode()
+            origin, _, frame = data.partition(b"\n")
+            if origin.decode() != self.instance and self.holds(agent_id):
+                self._spawn(self._deliver(agent_id, frame))
+            return
+        if not channel.startswith(_AGENT_PREFIX):
+            return
+        try:
+            event = _decoder.decode(data)
+        except msgspec.DecodeError:
+            return
+        kind = event.get("type")
+        if kind == "call.ringing" and event.get("agent_id"):
+            self._spawn(self._on_ringing(event))
+        elif kind in CALL_FRAME_TYPES and self.holds(agent_id := channel[len(_AGENT_PREFIX):].decode()):
+            frame = _encoder.encode({"type": "call", "event": kind, "interaction_id": event.get("interaction_id"),
+                                     "occurred_at": event.get("occurred_at")})
+            self._spawn(self._deliver(agent_id, frame))
+
+    async def _deliver(self, agent_id: str, frame: bytes) -> None:
+        await self.deliver(agent_id, frame)
+        if self.on_delivered is not None:
+            result = self.on_delivered(agent_id, frame)
+            if result is not None:
+                await result
+
+    async def _on_ringing(self, event: dict[str, Any]) -> None:
+        agent_id = str(event["agent_id"])
+        try:
+            claimed = await self._redis.set(redis_keys.pop_claim(str(event["id"])), self.instance, nx=True,
+                                            ex=CLAIM_SECONDS)
+            if not claimed:
+                return
+            pop = await self._service.pop_for_ringing(event)
+            frame = pop_frame(pop)
+            self.pops_built += 1
+            if self.holds(agent_id):
+                await self._deliver(agent_id, frame)
+            await self._service.store_current(agent_id, frame, self.instance)
+            await self._service.audit_pop(pop, actor=f"source:{event.get('source', 'cti')}", role="source")
+            log.info("screenpop.pushed", agent_id=agent_id, state=pop.state,
+                     alerts=len(pop.summary.alerts) if pop.summary else 0)
+        except (RedisError, OSError, GatewayError) as exc:
+            log.warning("screenpop.pop_failed", agent_id=agent_id, error=type(exc).__name__)
+        except Exception:  # a bug must not end the subscriber; it goes to the log
+            log.exception("screenpop.pop_crashed", agent_id=agent_id)
