@@ -140,5 +140,7 @@ async def test_login_filter_drill_down_export_logout(aiohttp_client, database_ur
     await context.close()
     assert sorted(p.name for p in shots.iterdir()) == ["01-contact-log.png", "02-dashboard.png", "03-filtered.png",
                                                        "04-interaction.png", "05-logged-out.png"]
-    actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log ORDER BY id")]
+    # the loaded calls also ring at agents, and every screen-pop is audited: look at the supervisor's own trail
+    actions = [r["action"] for r in await db.fetch("SELECT action FROM audit_log WHERE action <> 'screenpop' "
+                                                   "ORDER BY id")]
     assert actions[1:3] == ["login.failed", "login"] and "export" in actions and actions[-1] == "logout"
