@@ -123,10 +123,12 @@ def setup_customers(app: web.Application) -> None:
 
 DEMO_CUSTOMERS = 300
 DEMO_SEED = 2026
+DEMO_EVENTS = 20_000
 
 
 def setup_demo(app: web.Application) -> None:
-    """With ``settings.demo``: seed a small demo set of customers when the database has none.
+    """With ``settings.demo``: seed a small demo set of customers and their contact histories when the
+    database has no customers.
 
     Runs after the PostgreSQL context, so migrations are applied first.
     """
@@ -136,12 +138,14 @@ def setup_demo(app: web.Application) -> None:
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         from gateway.customers.store import has_customers
         from gateway.seed.customers import seed_customers
+        from gateway.seed.events import seed_events
 
         pool = app[keys.DB]
         if not await has_customers(pool):
-            created = await seed_customers(pool, DEMO_CUSTOMERS, DEMO_SEED, app[keys.IDENTITY],
-                                           now=app[keys.CLOCK].now())
-            log.info("demo.seeded", customers=created)
+            now = app[keys.CLOCK].now()
+            created = await seed_customers(pool, DEMO_CUSTOMERS, DEMO_SEED, app[keys.IDENTITY], now=now)
+            events = await seed_events(pool, DEMO_EVENTS, DEMO_SEED, now=now)
+            log.info("demo.seeded", customers=created, events=events)
         yield
 
     app.cleanup_ctx.append(demo_ctx)

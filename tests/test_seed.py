@@ -14,7 +14,7 @@ from stdnum import luhn
 from stdnum.cn import ric
 
 from gateway import keys
-from gateway.app import DEMO_CUSTOMERS, create_app
+from gateway.app import DEMO_CUSTOMERS, DEMO_EVENTS, create_app
 from gateway.clock import SystemClock
 from gateway.customers.service import CustomerService
 from gateway.identity import IdentityHasher, mask, normalize
@@ -143,10 +143,14 @@ async def test_demo_setup_seeds_an_empty_database_once(aiohttp_client, database_
     settings = make_settings(database_url, redis_url, tmp_path, demo=True)
     client = await aiohttp_client(create_app(settings))
     assert await db.fetchval("SELECT count(*) FROM customers") == DEMO_CUSTOMERS
+    seeded = await db.fetchval("SELECT count(*) FROM events WHERE source_event_id LIKE 'seed-%'")
+    assert seeded >= DEMO_EVENTS, "the demo customers come with contact histories"
+    assert await db.fetchval("SELECT count(*) FROM interactions WHERE customer_id IS NOT NULL") > 0
     assert client.app[keys.CUSTOMERS] is not None
     await client.close()
     client = await aiohttp_client(create_app(settings))
     assert await db.fetchval("SELECT count(*) FROM customers") == DEMO_CUSTOMERS
+    assert await db.fetchval("SELECT count(*) FROM events WHERE source_event_id LIKE 'seed-%'") == seeded
 
 
 async def test_no_demo_data_without_the_setting(client, db):
