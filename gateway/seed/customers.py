@@ -380,5 +380,11 @@ async def seed_customers(
             w.cancel()
         if executor is not None:
             executor.shutdown(cancel_futures=True)
+    # Fresh statistics: without them the planner guesses thousands of rows per digest and resolves with
+    # sequential scans (measured: 9 ms instead of 0.5 ms per lookup at 1M customers) until autovacuum runs.
+    async with pool.acquire() as conn:
+        for table in ("customers", "customer_identifiers", "holdings", "entitlements", "cases",
+                      "credit_applications", "appointments"):
+            await conn.execute(f"ANALYZE {table}")  # names from the fixed list above
     log.info("seed.customers_created", customers=created, seed=seed)
     return created
