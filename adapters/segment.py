@@ -44,7 +44,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ import msgspec
 from gateway.errors import ValidationFailed
 from gateway.events.model import MAX_ATTRIBUTES_BYTES, ContactEvent, event_from_obj
 from gateway.events.types import EVENT_TYPES
-from gateway.settings import SettingsError
+from gateway.settings import SettingsError, read_toml_file
 from gateway.validate import short_text
 
 CHANNEL = "mobile_banking"
@@ -131,13 +130,7 @@ def mapping_from_dict(raw: Mapping[str, Any], origin: str = "segment mapping") -
 
 
 def load_mapping(path: Path) -> SegmentMapping:
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SettingsError(f"segment mapping {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"segment mapping {str(path)!r}: {exc}") from None
+    raw = read_toml_file(path, "segment mapping", SettingsError)
     return mapping_from_dict(raw, str(path))
 
 

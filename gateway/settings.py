@@ -514,14 +514,19 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml_file(path: Path, what: str, error: type[Exception] = SettingsError) -> dict[str, Any]:
+    """Read a TOML file of configuration or rules; a missing or malformed one raises ``error`` naming it."""
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise SettingsError(f"config file {str(path)!r} does not exist") from None
+        raise error(f"{what} {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {str(path)!r}: {exc}") from None
+        raise error(f"{what} {str(path)!r}: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    return read_toml_file(path, "config file")
 
 
 def _build_table(cls: Any, prefix: str, values: Any) -> Any:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ValidationFailed
+from gateway.settings import read_toml_file
 
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -89,11 +89,5 @@ def parse_form(raw: Mapping[str, Any], where: str = "qa form") -> QaForm:
 
 
 def load_form(path: Path) -> QaForm:
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise FormError(f"QA form {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise FormError(f"QA form {str(path)!r}: {exc}") from None
+    raw = read_toml_file(path, "QA form", FormError)
     return parse_form(raw, f"QA form {path.name}")

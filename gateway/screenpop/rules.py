@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import decimal
 import string
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from gateway.screenpop.labels import LANGUAGES, label
 from gateway.screenpop.model import Alert, SummaryFacts
-from gateway.settings import SettingsError
+from gateway.settings import SettingsError, read_toml_file
 
 SEVERITIES = ("critical", "warning", "info")
 CATEGORIES = ("priority", "repeat", "complaint", "churn", "reason")
@@ -134,13 +133,7 @@ def parse_rules(data: Mapping[str, Any]) -> tuple[AlertRule, ...]:
 
 
 def load_rules(path: Path) -> tuple[AlertRule, ...]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise RulesError(f"alert rules file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"alert rules file {str(path)!r}: {exc}") from None
+    data = read_toml_file(path, "alert rules file", RulesError)
     return parse_rules(data)
 
 
