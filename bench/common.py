@@ -67,6 +67,41 @@ async def drop_database(server: str, name: str) -> None:
         await conn.close()
 
 
+async def seeded_history(server: str, customers: int, events: int) -> str:
+    """``cg_bench_history_<customers>_<events>``: seeded customers and events, reused when already there.
+
+    Shared by the ingest (timeline) and screen-pop benchmarks, so that one seeding serves both."""
+    from gateway.db.pool import create_pool
+    from gateway.identity import IdentityHasher
+    from gateway.seed.customers import seed_customers
+    from gateway.seed.events import seed_events
+    from gateway.settings import load_settings
+
+    name = f"cg_bench_history_{customers}_{events}"
+    url = await fresh_database(server, name, reuse=True)
+    pool = await create_pool(url, min_size=1, max_size=4, command_timeout=7200)
+    try:
+        have_customers = await pool.fetchval("SELECT count(*) FROM customers")
+        if have_customers < customers:
+            t = time.perf_counter()
+            await seed_customers(pool, customers, 1,  # skips the customer numbers already there
+                                 IdentityHasher(load_settings(env={}).identity_hmac_keys))
+            print(f"  seeded {customers} customers in {time.perf_counter() - t:.0f}s", flush=True)
+        have = await pool.fetchval("SELECT count(*) FROM events")
+        if have < events * 0.99:
+            t = time.perf_counter()
+            n = await seed_events(pool, events - have, 1,
+                                  progress=lambda w: print(f"    {w} events", flush=True)
+                                  if w % 1_000_000 < 50_000 else None)
+            took = time.perf_counter() - t
+            print(f"  seeded {n} events in {took:.0f}s ({n / took:.0f}/s)", flush=True)
+        else:
+            print(f"  reusing {name}: {have_customers} customers, {have} events", flush=True)
+    finally:
+        await pool.close()
+    return url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,7 +21,6 @@ import asyncio
 import random
 import statistics
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -31,13 +30,14 @@ from bench.common import (  # noqa: E402
     DEFAULT_PG,
     DEFAULT_REDIS,
     drop_database,
-    fresh_database,
     free_port,
+    fresh_database,
     gateway_process,
     machine,
     percentiles,
     python_process,
     run_wrk,
+    seeded_history,
     timed_gets,
     with_database,
 )
@@ -75,37 +75,6 @@ def batches(db_url: str, redis: str, args: argparse.Namespace) -> list[float]:
             out.append(r["rps"] * 500)
             print(f"  batch500 {r} -> {r['rps'] * 500:.0f} events/s", flush=True)
     return out
-
-
-async def ensure_history(server: str, args: argparse.Namespace) -> str:
-    """A database with ``--customers`` customers and ``--history-events`` events (reused when already there)."""
-    from gateway.db.pool import create_pool
-    from gateway.identity import IdentityHasher
-    from gateway.seed.customers import seed_customers
-    from gateway.seed.events import seed_events
-    from gateway.settings import load_settings
-
-    name = f"cg_bench_history_{args.history_events}"
-    url = await fresh_database(server, name, reuse=True)
-    pool = await create_pool(url, min_size=1, max_size=4, command_timeout=3600)
-    try:
-        have = await pool.fetchval("SELECT count(*) FROM events")
-        if have >= args.history_events:
-            print(f"  reusing {name}: {have} events", flush=True)
-            return url
-        t = time.perf_counter()
-        if not await pool.fetchval("SELECT count(*) FROM customers"):
-            await seed_customers(pool, args.customers, 1, IdentityHasher(load_settings(env={}).identity_hmac_keys))
-            print(f"  seeded {args.customers} customers in {time.perf_counter() - t:.0f}s", flush=True)
-        t = time.perf_counter()
-        n = await seed_events(pool, args.history_events - have, 1,
-                              progress=lambda w: print(f"    {w} events", flush=True) if w % 1_000_000 < 50_000
-                              else None)
-        print(f"  seeded {n} events in {time.perf_counter() - t:.0f}s ({n / (time.perf_counter() - t):.0f}/s)",
-              flush=True)
-    finally:
-        await pool.close()
-    return url
 
 
 async def timeline(url_db: str, redis: str, args: argparse.Namespace) -> dict[str, float]:
@@ -158,7 +127,8 @@ async def main() -> None:
     tl = None
     if not args.skip_timeline:
         print(f"(e) timeline with {args.history_events} events:", flush=True)
-        tl = await timeline(await ensure_history(args.database_url, args), args.redis_url, args)
+        history = await seeded_history(args.database_url, args.customers, args.history_events)
+        tl = await timeline(history, args.redis_url, args)
     if not args.keep:
         await drop_database(args.database_url, "cg_bench_ingest")
         await drop_database(args.database_url, "cg_bench_baseline")

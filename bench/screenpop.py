@@ -6,17 +6,22 @@
 A real gateway process (``python -m gateway serve``) on the machine's PostgreSQL and Redis, with its
 AMI client connected to a simulated PBX in this process (:mod:`gateway.simulate.pbx`). The data are
 seeded with ``gateway.seed.customers`` / ``gateway.seed.events`` into the database
-``cg_bench_screenpop_<customers>_<events>`` (reused when it already holds them). While a background
-load posts ``--background`` events/s through ``POST /v1/events`` (customers picked at random, so
+``cg_bench_history_<customers>_<events>`` (shared with ``bench/ingest.py``, reused when it already
+holds them). While a background load posts ``--background`` events/s through ``POST /v1/events`` (customers picked at random, so
 their cached summaries are invalidated all the time), each measured call:
 
 1. plays the call's frames up to the queue (offered, IVR with the verified customer number,
-   queue join) and waits for them to be stored;
+   queue join), waits for them to be stored, then ``--queue-wait`` seconds (a real caller spends
+   seconds in the IVR and the queue; this is when the gateway warms the caller's summary);
 2. takes ``t0`` and writes the ``AgentCalled`` frame (the ringing) on the AMI socket;
 3. takes ``t1`` when the pop of that interaction arrives on the agent's WebSocket.
 
-Every call is for a different customer chosen at random among those with a history, so the
-summary is built from PostgreSQL (a cold cache): the worst case. Prints p50/p99 of ``t1 - t0``.
+Every call is for a different customer chosen at random among those with a history, so nothing
+about the caller is cached when the call is offered. Two phases on the same data, each with its own
+gateway process: ``early`` (the default configuration: the pop is built while the ringing event
+commits, from a summary warmed while the caller was queued) and ``after-commit``
+(``screenpop.early_pop = false``: the pop waits for the ringing's commit and its publication, and
+builds the summary from PostgreSQL then). Prints p50/p99 of ``t1 - t0`` for each.
 """
 
 from __future__ import annotations
@@ -35,41 +40,13 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DEFAULT_PG, DEFAULT_REDIS, fresh_database, gateway_process, machine, percentiles
+from bench.common import DEFAULT_PG, DEFAULT_REDIS, gateway_process, machine, percentiles, seeded_history
 from gateway.events.ingest import interaction_uuid
 from gateway.simulate.pbx import AGENT_CALLED, DemoPbx, call_frames
 
 AGENT = "8999"
 READ = {"X-API-Key": "dev-desktop-key"}
 MOBILE = {"X-API-Key": "dev-mobile-write-key"}
-
-
-async def ensure_data(server: str, customers: int, events: int) -> str:
-    from gateway.db.pool import create_pool
-    from gateway.identity import IdentityHasher
-    from gateway.seed.customers import seed_customers
-    from gateway.seed.events import seed_events
-    from gateway.settings import load_settings
-
-    name = f"cg_bench_screenpop_{customers}_{events}"
-    url = await fresh_database(server, name, reuse=True)
-    pool = await create_pool(url, min_size=1, max_size=4, command_timeout=7200)
-    try:
-        have_customers = await pool.fetchval("SELECT count(*) FROM customers")
-        if have_customers < customers:
-            t = time.perf_counter()
-            await seed_customers(pool, customers, 1, IdentityHasher(load_settings(env={}).identity_hmac_keys))
-            print(f"  seeded {customers} customers in {time.perf_counter() - t:.0f}s", flush=True)
-        have = await pool.fetchval("SELECT count(*) FROM events")
-        if have < events * 0.99:
-            t = time.perf_counter()
-            n = await seed_events(pool, events - have, 1)
-            print(f"  seeded {n} events in {time.perf_counter() - t:.0f}s", flush=True)
-        else:
-            print(f"  reusing {name}: {have_customers} customers, {have} events", flush=True)
-    finally:
-        await pool.close()
-    return url
 
 
 async def sample_customers(url: str, n: int) -> list[str]:
@@ -116,7 +93,8 @@ async def _poster(url: str, customers: list[str], rate: int, stop: asyncio.Event
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
 
-async def measure(url: str, pbx: DemoPbx, db_url: str, customers: list[str], calls: int) -> list[float]:
+async def measure(url: str, pbx: DemoPbx, db_url: str, customers: list[str], calls: int, queue_wait: float
+                  ) -> list[float]:
     latencies: list[float] = []
     conn = await asyncpg.connect(db_url)
     run = f"{int(time.time())}"
@@ -133,6 +111,7 @@ async def measure(url: str, pbx: DemoPbx, db_url: str, customers: list[str], cal
                 if await conn.fetchval("SELECT 1 FROM interactions WHERE id = $1 AND status = 'offered'", iid):
                     break
                 await asyncio.sleep(0.002)
+            await asyncio.sleep(queue_wait)
             want = str(iid)
             t0 = time.perf_counter()
             await pbx.play(ring[cut:])
@@ -157,32 +136,50 @@ async def main() -> None:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--calls", type=int, default=1000)
     p.add_argument("--background", type=int, default=1000, help="background ingest, events/s")
+    p.add_argument("--queue-wait", type=float, default=0.2, help="seconds a call waits queued before ringing")
+    p.add_argument("--phases", default="early,after-commit")
     args = p.parse_args()
     print(f"machine: {machine()}", flush=True)
-    db_url = await ensure_data(args.database_url, args.customers, args.events)
-    customers = await sample_customers(db_url, args.calls + 5000)
+    db_url = await seeded_history(args.database_url, args.customers, args.events)
+    phases = args.phases.split(",")
+    customers = await sample_customers(db_url, len(phases) * (args.calls + 50) + 5000)
+    results = {}
+    each = args.calls + 50
+    for n, phase in enumerate(phases):
+        results[phase] = await run_phase(db_url, args, phase, customers[n * each:(n + 1) * each],
+                                         customers[len(phases) * each:])
+    print()
+    print(f"screen-pop, ringing in (AMI) -> WebSocket frame out, {args.calls} calls per phase, "
+          f"{args.customers} customers / {args.events} events, {machine()}:")
+    for phase, (r, rate) in results.items():
+        print(f"  {phase:13s} p50 {r['p50']:.2f} ms   p99 {r['p99']:.2f} ms   max {r['max']:.2f} ms   "
+              f"(background ingest {rate:.0f} events/s)", flush=True)
+
+
+async def run_phase(db_url: str, args: argparse.Namespace, phase: str, callers: list[str], others: list[str]
+                    ) -> tuple[dict[str, float], float]:
     pbx = DemoPbx("bench", "bench-secret")
     port = await pbx.start()
     env = {"ami__enabled": "true", "ami__host": "127.0.0.1", "ami__port": str(port), "ami__username": "bench",
-           "ami__secret": "bench-secret", "ami__ping_interval": "0", "db_pool_max": "16"}
+           "ami__secret": "bench-secret", "ami__ping_interval": "0", "db_pool_max": "16",
+           "screenpop__early_pop": "true" if phase == "early" else "false"}
     loop = asyncio.get_running_loop()
     with gateway_process(db_url, args.redis_url, **env) as url:
         await asyncio.wait_for(pbx.logged_in.wait(), 60)
         stop, sent = asyncio.Event(), [0]
-        bg = asyncio.create_task(background(url, customers[args.calls:], args.background, stop, sent))
+        bg = asyncio.create_task(background(url, others, args.background, stop, sent))
         await asyncio.sleep(2)
-        await measure(url, pbx, db_url, customers[args.calls:args.calls + 50], 50)   # warm-up
+        await measure(url, pbx, db_url, callers[args.calls:], 50, args.queue_wait)   # warm-up
         t = loop.time()
-        lat = await measure(url, pbx, db_url, customers, args.calls)
+        lat = await measure(url, pbx, db_url, callers, args.calls, args.queue_wait)
         elapsed = loop.time() - t
         stop.set()
         await bg
     await pbx.close()
     r = percentiles(lat)
-    print(f"screen-pop, ringing in (AMI) -> WebSocket frame out, {int(r['n'])} calls, cold cache, "
-          f"{args.customers} customers / {args.events} events, background ingest "
-          f"{sent[0] / max(elapsed + 2, 1):.0f} events/s:", flush=True)
-    print(f"  p50 {r['p50']:.2f} ms   p99 {r['p99']:.2f} ms   max {max(lat):.2f} ms", flush=True)
+    r["max"] = max(lat)
+    print(f"  {phase}: p50 {r['p50']:.2f} ms   p99 {r['p99']:.2f} ms   max {r['max']:.2f} ms", flush=True)
+    return r, sent[0] / max(elapsed + 2, 1)
 
 
 if __name__ == "__main__":

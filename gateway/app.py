@@ -197,6 +197,10 @@ def setup_screenpop(app: web.Application) -> None:
         app[keys.POP_HUB] = hub
         if settings.screenpop.push:
             hub.start()
+            ingestor = app.get(keys.INGEST)
+            if settings.screenpop.early_pop and isinstance(ingestor, Ingestor):
+                ingestor.on_ringing = hub.ringing
+                app[keys.PUBLISHER].on_published = hub.prefetch
         yield
         await hub.stop()
 

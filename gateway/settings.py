@@ -101,6 +101,9 @@ class ScreenpopSettings:
         metadata=_doc("How long an agent's current pop is kept for a desktop that reconnects."))
     push: bool = dataclasses.field(
         metadata=_doc("Run the pop subscriber (Redis pub/sub) and the agent WebSocket push in this process."))
+    early_pop: bool = dataclasses.field(
+        metadata=_doc("Pop a ringing call while its event commits, and warm the summaries of callers still in "
+                      "the IVR or the queue (see README \"Screen-pop\"); `false` pops only after the commit."))
     demo_call_interval_seconds: float = dataclasses.field(
         metadata=_doc("With `serve --demo`: seconds between simulated calls ringing at the demo agents."))
 

@@ -10,6 +10,7 @@ import json
 import socket
 from typing import Any
 
+import asyncpg
 import pytest
 
 from gateway import keys, redis_keys
@@ -200,6 +201,55 @@ async def test_push_reaches_the_socket_on_the_other_instance_then_reconnect(aioh
     async with a.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
         again = await next_frame(ws)
         assert again["pop"]["pop_id"] == pop["pop_id"]
+
+
+async def test_ringing_pops_while_its_commit_waits_from_a_summary_warmed_in_the_queue(client, db, redis_client):
+    """Early ringing: the caller identified in the queue, the summary warmed there, the ringing (no identifier
+    of its own) pops from the stored link while its transaction is still blocked, and exactly once."""
+    app = client.server.app
+    service, hub = app[keys.SCREENPOP], app[keys.POP_HUB]
+    await asyncio.wait_for(hub.subscribed.wait(), 10)
+    cid = await put_customer(client, "C0000000001", doc())
+    await ingest(app, ev("login.failed", minutes_ago=20, channel="online_banking", source="online-banking",
+                         interaction_id="s-1", identifiers=[{"kind": "phone", "value": PHONE}]))
+    offered = await ingest(app, ev("call.offered", interaction_id="L-9", queue="vip", direction="inbound",
+                                   identifiers=[{"kind": "phone", "value": PHONE}]))
+    await app[keys.PUBLISHER].drain()
+    for _ in range(200):  # the publisher's hook warms the queued caller's summary
+        if await redis_client.exists(redis_keys.summary_cache(str(cid))):
+            break
+        await asyncio.sleep(0.02)
+    assert await redis_client.exists(redis_keys.summary_cache(str(cid))), "summary warmed while queued"
+    hits = service.cache.hits
+    iid = __import__("uuid").UUID(offered[0].interaction_id)
+    blocker = await asyncpg.connect(client.server.app[keys.SETTINGS].database_url.get())
+    try:
+        async with client.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("SELECT 1 FROM interactions WHERE id = $1 FOR UPDATE", iid)
+            ring = ev("call.ringing", interaction_id="L-9", agent_id="8001", queue="vip")
+            committing = asyncio.create_task(ingest(app, ring))
+            pop = (await next_frame(ws))["pop"]
+            assert not committing.done(), "the pop arrived while the ringing's transaction was blocked"
+            assert pop["state"] == "identified" and pop["summary"]["who"]["customer_no"] == "C0000000001"
+            assert pop["interaction_id"] == str(iid)
+            assert str(iid) not in [c["interaction_id"] for c in pop["summary"]["did"]["last_contacts"]]
+            assert [c["channel"] for c in pop["summary"]["did"]["last_contacts"]] == ["online_banking"]
+            assert service.cache.hits == hits + 1, "the warmed summary was used"
+            await tx.rollback()
+            results = await asyncio.wait_for(committing, 10)
+            assert pop["pop_id"] == results[0].event_id
+            # the published copy after the commit, and a retry of the ringing, do not pop again
+            await app[keys.PUBLISHER].drain()
+            retry = await app[keys.INGEST].submit([event_from_obj(ring)])
+            assert retry[0].status == "duplicate"
+            await app[keys.PUBLISHER].drain()
+            await asyncio.sleep(0.3)
+    finally:
+        await blocker.close()
+    assert hub.pops_built == 1
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'screenpop'") == 1
 
 
 async def test_unidentified_and_ambiguous_callers_and_the_choice_links(aiohttp_client, settings, db):

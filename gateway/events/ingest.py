@@ -25,17 +25,27 @@ Inside the transaction:
 
 After commit the events are offered to the :class:`Publisher` (Redis), which
 never blocks ingest.
+
+**Early ringing.** A ``call.ringing`` at an agent is what a screen-pop waits for, and a durable
+commit costs milliseconds. When ``on_ringing`` is set (by the screen-pop hub) and no other event of
+the same interaction is in flight in this process, the ringing event is linked at once — its
+identifiers resolved and the interaction's stored link read, with the same rules as the
+transaction — and handed to ``on_ringing`` *while* its group commits. Everything committed before
+the ringing event arrived is visible to that read, so the pop misses nothing that preceded it; the
+pop claims the event by its dedupe key, so the published copy after the commit does not pop twice.
+If the early link fails, the published copy after the commit pops as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -157,6 +167,10 @@ class Ingestor:
         self._max_batch = max_batch
         self._window = window_ms / 1000
         self._tasks: list[asyncio.Task[None]] = []
+        # interaction id -> events of it submitted and not yet committed (see "Early ringing" above)
+        self._inflight: collections.Counter[uuid.UUID] = collections.Counter()
+        self._early: set[asyncio.Task[None]] = set()
+        self.on_ringing: Callable[[dict[str, Any]], None] | None = None
         # Normalising a phone number with phonenumbers costs ~60 µs; a call's events repeat the caller's
         # number and callers call again, so the (kind, raw value) → (masked, digests) work is memoised.
         self._identify = functools.lru_cache(maxsize=IDENTIFY_CACHE)(self._identify_uncached)
@@ -168,9 +182,10 @@ class Ingestor:
     async def stop(self) -> None:
         while not self._queue.empty():  # let queued jobs commit before the pool closes
             await asyncio.sleep(0.01)
-        for t in self._tasks:
+        tasks = [*self._tasks, *self._early]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
@@ -222,10 +237,19 @@ class Ingestor:
         items = [p for p in prepared if isinstance(p, Prepared)]
         committed = _Committed({}, {})
         if items:
-            await self._partitions_for(items)
-            fut: asyncio.Future[_Committed] = asyncio.get_running_loop().create_future()
-            await self._queue.put(_Job(items, fut))
-            committed = await fut
+            self._inflight.update(p.interaction_id for p in items)
+            try:
+                if self.on_ringing is not None:
+                    self._ring_early(items)
+                await self._partitions_for(items)
+                fut: asyncio.Future[_Committed] = asyncio.get_running_loop().create_future()
+                await self._queue.put(_Job(items, fut))
+                committed = await fut
+            finally:
+                self._inflight.subtract(p.interaction_id for p in items)
+                for p in items:
+                    if self._inflight[p.interaction_id] <= 0:
+                        del self._inflight[p.interaction_id]
         out: list[IngestResult] = []
         seen: dict[tuple[str, str], IngestResult] = {}
         for p in prepared:
@@ -243,6 +267,27 @@ class Ingestor:
             out.append(result)
             self._metrics.events_ingested.labels(p.event.channel, result.status).inc()
         return out
+
+    # -- early ringing (see the module docstring) ---------------------------------------------------------
+    def _ring_early(self, items: Sequence[Prepared]) -> None:
+        for p in items:
+            if p.event.type == "call.ringing" and p.event.agent_id and self._inflight[p.interaction_id] == 1:
+                task = asyncio.create_task(self._early_link(dataclasses.replace(p)), name="early-ringing")
+                self._early.add(task)
+                task.add_done_callback(self._early.discard)
+
+    async def _early_link(self, p: Prepared) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await self._resolve(conn, [p])
+                stored = await store.interaction_link(conn, p.interaction_id)
+        except Exception as exc:  # the published copy after the commit pops instead
+            log.warning("ingest.early_ringing_failed", error=type(exc).__name__)
+            return
+        if stored is not None and stored[3] >= p.strength:  # the upsert's rule: only a stronger link replaces
+            p.customer_id, p.identification, p.candidates, p.strength = stored
+        if self.on_ringing is not None:
+            self.on_ringing(self._message(p, p.customer_id, p.identification))
 
     async def _partitions_for(self, items: Sequence[Prepared]) -> None:
         try:
@@ -435,6 +480,7 @@ class Ingestor:
         e = p.event
         return {
             "id": str(p.event_id), "type": e.type, "channel": e.channel, "source": e.source,
+            "source_event_id": e.source_event_id,
             "occurred_at": e.occurred_at.isoformat(), "interaction_id": str(p.interaction_id),
             "customer_id": customer_id, "identification": identification,
             "candidates": list(p.candidates), "agent_id": e.agent_id, "queue": e.queue,

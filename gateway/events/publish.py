@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -46,6 +46,9 @@ class Publisher:
         self._invalidate_all = False
         self._task: asyncio.Task[None] | None = None
         self.published = 0
+        # called with each batch after it was published (and its cache entries dropped): the screen-pop
+        # hub warms summaries there, after the invalidation, so a warm entry is not dropped behind it
+        self.on_published: Callable[[Sequence[dict[str, Any]]], None] | None = None
 
     def offer(self, messages: Sequence[dict[str, Any]]) -> None:
         """Queue a committed batch for publication; never waits. A full queue counts as unpublished."""
@@ -101,6 +104,8 @@ class Publisher:
                 await self._publish(batch)
                 self.published += len(batch)
                 backoff = BACKOFF_START
+                if self.on_published is not None:
+                    self.on_published(batch)
             except (RedisError, OSError) as exc:
                 self._metrics.events_publish_failed.inc(len(batch))
                 for m in batch:

@@ -106,6 +106,10 @@ SELECT_INTERACTION_LINKS = """
 SELECT i.id, i.customer_id, i.identification FROM unnest($1::uuid[]) AS q(id) JOIN interactions i ON i.id = q.id
 """
 
+SELECT_INTERACTION_LINK = """
+SELECT customer_id, identification, candidates, link_strength FROM interactions WHERE id = $1
+"""
+
 LEARN_IDENTIFIER = """
 INSERT INTO customer_identifiers (customer_id, kind, digest, masked, key_version, origin)
 VALUES ($1, $2, $3, $4, $5, 'learned')
@@ -288,6 +292,15 @@ async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
                             ) -> dict[uuid.UUID, tuple[int | None, str]]:
     records = await fetch(conn, "interactions.links", SELECT_INTERACTION_LINKS, list(ids))
     return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
+
+
+async def interaction_link(conn: asyncpg.Connection, interaction_id: uuid.UUID
+                           ) -> tuple[int | None, str, tuple[int, ...], int] | None:
+    """(customer_id, identification, candidates, link_strength) of a stored interaction, or None."""
+    r = await fetchrow(conn, "interactions.link", SELECT_INTERACTION_LINK, interaction_id)
+    if r is None:
+        return None
+    return r["customer_id"], r["identification"], tuple(r["candidates"] or ()), r["link_strength"]
 
 
 async def learn_identifiers(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, bytes, str, int]]) -> None:

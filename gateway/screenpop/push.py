@@ -11,6 +11,12 @@ pattern subscriptions:
   ``call`` frames so the desktop can show the call's state.
 - ``cg:popch:*``: a pop built elsewhere for an agent whose socket this instance holds is sent on.
 
+Two shortcuts keep the pop off the commit's critical path (see "Early ringing" in
+:mod:`gateway.events.ingest`): the ingestor hands a ringing event to :meth:`PopHub.ringing` while it
+commits (the claim by the event's dedupe key makes the published copy a no-op), and
+:meth:`PopHub.prefetch`, fed by the publisher after each committed group, warms the summary cache
+of a caller who is still in the IVR or the queue, so that the ringing finds the summary built.
+
 A desktop that (re)connects first registers its socket, then gets the current pop (so a pop
 published meanwhile is at worst sent twice; the desktop ignores a pop id it already shows).
 While Redis is down the hub retries with backoff; desktops then get their pop from PostgreSQL
@@ -22,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -39,6 +45,8 @@ log = structlog.get_logger("gateway.screenpop.push")
 
 CLAIM_SECONDS = 300
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
+# voice events before the ringing: the caller is in the IVR or the queue, the agent not chosen yet
+PREFETCH_TYPES = frozenset({"call.offered", "ivr.selection"})
 CALL_FRAME_TYPES = frozenset({"call.answered", "call.ended", "call.abandoned", "call.missed", "call.transferred",
                               "call.held", "call.resumed", "contact.wrapup"})
 _decoder = msgspec.json.Decoder()
@@ -148,6 +156,17 @@ class PopHub:
                                      "occurred_at": event.get("occurred_at")})
             self._spawn(self._deliver(agent_id, frame))
 
+    def ringing(self, event: dict[str, Any]) -> None:
+        """A ringing event linked before its commit (the ingestor's ``on_ringing``): pop it now."""
+        if event.get("agent_id"):
+            self._spawn(self._on_ringing(event))
+
+    def prefetch(self, events: Sequence[dict[str, Any]]) -> None:
+        """Committed events (the publisher's ``on_published``): warm the summary of callers still queued."""
+        for e in events:
+            if e.get("type") in PREFETCH_TYPES and e.get("identification") == "identified" and e.get("customer_id"):
+                self._service.warm(int(e["customer_id"]))
+
     async def _deliver(self, agent_id: str, frame: bytes) -> None:
         await self.deliver(agent_id, frame)
         if self.on_delivered is not None:
@@ -158,8 +177,8 @@ class PopHub:
     async def _on_ringing(self, event: dict[str, Any]) -> None:
         agent_id = str(event["agent_id"])
         try:
-            claimed = await self._redis.set(redis_keys.pop_claim(str(event["id"])), self.instance, nx=True,
-                                            ex=CLAIM_SECONDS)
+            claim = redis_keys.pop_claim(str(event.get("source")), str(event.get("source_event_id", event["id"])))
+            claimed = await self._redis.set(claim, self.instance, nx=True, ex=CLAIM_SECONDS)
             if not claimed:
                 return
             pop = await self._service.pop_for_ringing(event)

@@ -13,6 +13,7 @@ Every pop built here is audited (:meth:`ScreenPopService.audit_pop`) by the call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -34,6 +36,7 @@ from gateway.screenpop.rules import AlertRule, lookback
 from gateway.screenpop.summary import FAILURE_HOURS, FAILURE_TYPES, build_summary
 from gateway.settings import Settings
 
+log = structlog.get_logger("gateway.screenpop")
 _encoder = msgspec.json.Encoder(decimal_format="string")
 CURRENT_CALL_WINDOW = dt.timedelta(hours=2)
 
@@ -70,10 +73,33 @@ class ScreenPopService:
         self._lookback = max(lookback(rules), dt.timedelta(hours=FAILURE_HOURS))
         self._event_types = sorted({t for r in rules for t in r.event_types()} | set(FAILURE_TYPES))
         self._reasons = sorted({x for r in rules for x in r.params.get("reasons", ())})
+        self._warming: dict[int, asyncio.Task[SummaryFacts | None]] = {}
 
     # -- the summary ---------------------------------------------------------------------------------
+    def warm(self, customer_id: int) -> None:
+        """Fill the customer's cache entry in the background (a caller in the IVR or the queue)."""
+        if customer_id in self._warming or self.breaker.open:
+            return
+        task = asyncio.create_task(self._facts(customer_id), name="summary-warm")
+        self._warming[customer_id] = task
+        task.add_done_callback(lambda t: self._warmed(customer_id, t))
+
+    def _warmed(self, customer_id: int, task: asyncio.Task[SummaryFacts | None]) -> None:
+        self._warming.pop(customer_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("screenpop.warm_failed", customer_id=customer_id, error=type(task.exception()).__name__)
+
     async def facts(self, customer_id: int) -> SummaryFacts | None:
-        """The customer's facts: from the cache when its version is current, else from PostgreSQL."""
+        """The customer's facts: from the cache when its version is current, else from PostgreSQL.
+
+        A warm-up of the same customer in flight is waited for first, so its read is not done twice."""
+        warming = self._warming.get(customer_id)
+        if warming is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(warming)
+        return await self._facts(customer_id)
+
+    async def _facts(self, customer_id: int) -> SummaryFacts | None:
         version, cached = await asyncio.gather(store.customer_version(self.pool, customer_id),
                                                self.cache.get(customer_id))
         if version is None:

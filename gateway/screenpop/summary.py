@@ -73,8 +73,10 @@ def build_summary(facts: SummaryFacts, rules: tuple[AlertRule, ...], now: dt.dat
     can = Can(view.entitlements, tuple(e for e in view.entitlements if e.restriction or not e.enabled),
               tuple(h for h in view.holdings if h.status == "frozen"))
 
+    # the contact the pop is about is not one of the customer's earlier contacts
+    contacts = tuple(c for c in facts.contacts if str(c.interaction_id) != current_interaction)
     by_channel: dict[str, object] = {}
-    for c in facts.contacts:
+    for c in contacts:
         by_channel.setdefault(c.channel, c)
     open_cases = tuple(CaseLine(c, *_sla(now, c.due_at)) for c in view.cases if c.is_open())
     open_cases = tuple(sorted(open_cases, key=lambda cl: (cl.hours_left is None, cl.hours_left or 0.0)))
@@ -85,7 +87,7 @@ def build_summary(facts: SummaryFacts, rules: tuple[AlertRule, ...], now: dt.dat
     failures: tuple[EventFact, ...] = tuple(e for e in facts.events
                                             if e.type in FAILURE_TYPES and since <= e.occurred_at <= now)
     did = Did(
-        last_contacts=facts.contacts[:LAST_CONTACTS],
+        last_contacts=contacts[:LAST_CONTACTS],
         last_by_channel=tuple(by_channel.values()),  # type: ignore[arg-type]
         open_cases=open_cases,
         credit_in_progress=tuple(a for a in view.credit_applications if a.status == "in_progress"),
