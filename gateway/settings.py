@@ -228,7 +228,6 @@ class Settings:
     screenpop: ScreenpopSettings = dataclasses.field(metadata=_doc("The screen-pop and the agent desktop."))
     mobile: MobileSettings = dataclasses.field(metadata=_doc("Segment-compatible mobile banking API."))
     ami: AmiSettings = dataclasses.field(metadata=_doc("The Asterisk Manager Interface client, table `[ami]`."))
-    sessions: SessionSettings = dataclasses.field(metadata=_doc("People's login sessions."))
     imap: ImapSettings = dataclasses.field(metadata=_doc("The IMAP poller, table `[imap]`."))
 
     @property
