@@ -279,11 +279,12 @@ class Ingestor:
     async def _early_link(self, p: Prepared) -> None:
         try:
             async with self._pool.acquire() as conn:
-                await self._resolve(conn, [p])
-                stored = await store.interaction_link(conn, p.interaction_id)
+                matches, stored = await store.early_link(conn, p.interaction_id,
+                                                         [d for _k, ds, _m in p.lookups for d in ds])
         except Exception as exc:  # the published copy after the commit pops instead
             log.warning("ingest.early_ringing_failed", error=type(exc).__name__)
             return
+        _link_from(matches, [p])
         if stored is not None and stored[3] >= p.strength:  # the upsert's rule: only a stronger link replaces
             p.customer_id, p.identification, p.candidates, p.strength = stored
         if self.on_ringing is not None:
@@ -372,35 +373,7 @@ class Ingestor:
     # -- identity -----------------------------------------------------------------------------------------
     async def _resolve(self, conn: asyncpg.Connection, items: Sequence[Prepared]) -> None:
         wanted = [d for p in items for (_k, ds, _m) in p.lookups for d in ds]
-        matches = await store.resolve_digests(conn, wanted)
-        for p in items:
-            strong: list[set[int]] = []
-            weak: list[set[int]] = []
-            kinds_by_set: list[tuple[str, set[int]]] = []
-            for kind, ds, _masked in p.lookups:
-                found: set[int] = set()
-                for d in ds:
-                    found |= matches.get(d, set())
-                if found:
-                    (strong if kind in STRONG_KINDS else weak).append(found)
-                    kinds_by_set.append((kind, found))
-            groups = strong or weak
-            if not groups:
-                continue
-            base = set.intersection(*groups)
-            if not base:
-                base = set.union(*groups)
-            if len(base) == 1:
-                (customer_id,) = base
-                p.customer_id = customer_id
-                p.identification = "identified"
-                p.strength = STRENGTH_STRONG if strong else STRENGTH_WEAK
-                kind = next(k for k, s in kinds_by_set if customer_id in s and (k in STRONG_KINDS) == bool(strong))
-                p.linked_by = f"auto:{kind}"
-            else:
-                p.identification = "ambiguous"
-                p.candidates = tuple(sorted(base))
-                p.strength = STRENGTH_AMBIGUOUS
+        _link_from(await store.resolve_digests(conn, wanted), items)
 
     async def _learn(self, conn: asyncpg.Connection, items: Sequence[Prepared]) -> None:
         """identity.linked resolved strongly to one customer: learn its device ids, relink the past."""
@@ -486,6 +459,40 @@ class Ingestor:
             "candidates": list(p.candidates), "agent_id": e.agent_id, "queue": e.queue,
             "identifiers": p.identifiers,
         }
+
+
+def _link_from(matches: dict[bytes, set[int]], items: Sequence[Prepared]) -> None:
+    """Set each item's link from the customers owning its identifiers' digests (DESIGN.md §4): strong
+    identifiers before weak ones, their intersection (else their union); one customer is identified,
+    several are ambiguous (all candidates, never a guess)."""
+    for p in items:
+        strong: list[set[int]] = []
+        weak: list[set[int]] = []
+        kinds_by_set: list[tuple[str, set[int]]] = []
+        for kind, ds, _masked in p.lookups:
+            found: set[int] = set()
+            for d in ds:
+                found |= matches.get(d, set())
+            if found:
+                (strong if kind in STRONG_KINDS else weak).append(found)
+                kinds_by_set.append((kind, found))
+        groups = strong or weak
+        if not groups:
+            continue
+        base = set.intersection(*groups)
+        if not base:
+            base = set.union(*groups)
+        if len(base) == 1:
+            (customer_id,) = base
+            p.customer_id = customer_id
+            p.identification = "identified"
+            p.strength = STRENGTH_STRONG if strong else STRENGTH_WEAK
+            kind = next(k for k, s in kinds_by_set if customer_id in s and (k in STRONG_KINDS) == bool(strong))
+            p.linked_by = f"auto:{kind}"
+        else:
+            p.identification = "ambiguous"
+            p.candidates = tuple(sorted(base))
+            p.strength = STRENGTH_AMBIGUOUS
 
 
 def _num(value: Any, default: float | None) -> float | None:

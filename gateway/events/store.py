@@ -106,8 +106,14 @@ SELECT_INTERACTION_LINKS = """
 SELECT i.id, i.customer_id, i.identification FROM unnest($1::uuid[]) AS q(id) JOIN interactions i ON i.id = q.id
 """
 
-SELECT_INTERACTION_LINK = """
-SELECT customer_id, identification, candidates, link_strength FROM interactions WHERE id = $1
+# The early link of a ringing event, in one round trip: the customers owning its digests (kind 'd'),
+# and the link its interaction already has (kind 'i').
+EARLY_LINK = """
+SELECT 'd' AS k, c.digest, c.customer_id, NULL::text AS identification, NULL::bigint[] AS candidates,
+       NULL::smallint AS link_strength
+FROM (SELECT DISTINCT d FROM unnest($2::bytea[]) AS q(d)) q JOIN customer_identifiers c ON c.digest = q.d
+UNION ALL
+SELECT 'i', NULL, customer_id, identification, candidates, link_strength FROM interactions WHERE id = $1
 """
 
 LEARN_IDENTIFIER = """
@@ -294,13 +300,18 @@ async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
     return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
 
 
-async def interaction_link(conn: asyncpg.Connection, interaction_id: uuid.UUID
-                           ) -> tuple[int | None, str, tuple[int, ...], int] | None:
-    """(customer_id, identification, candidates, link_strength) of a stored interaction, or None."""
-    r = await fetchrow(conn, "interactions.link", SELECT_INTERACTION_LINK, interaction_id)
-    if r is None:
-        return None
-    return r["customer_id"], r["identification"], tuple(r["candidates"] or ()), r["link_strength"]
+async def early_link(conn: asyncpg.Connection, interaction_id: uuid.UUID, digests: Sequence[bytes]
+                     ) -> tuple[dict[bytes, set[int]], tuple[int | None, str, tuple[int, ...], int] | None]:
+    """The digests' owners (as :func:`resolve_digests`), and the stored interaction's
+    (customer_id, identification, candidates, link_strength) or None."""
+    matches: dict[bytes, set[int]] = {}
+    stored = None
+    for r in await fetch(conn, "interactions.early_link", EARLY_LINK, interaction_id, list(digests)):
+        if r["k"] == "d":
+            matches.setdefault(bytes(r["digest"]), set()).add(r["customer_id"])
+        else:
+            stored = (r["customer_id"], r["identification"], tuple(r["candidates"] or ()), r["link_strength"])
+    return matches, stored
 
 
 async def learn_identifiers(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, bytes, str, int]]) -> None:

@@ -26,6 +26,7 @@ when they reconnect or look it up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,6 +45,7 @@ from gateway.screenpop.service import ScreenPopService, pop_frame
 log = structlog.get_logger("gateway.screenpop.push")
 
 CLAIM_SECONDS = 300
+CLAIM_MEMO = 10_000   # claims this instance won, remembered so that their published copies cost nothing
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # voice events before the ringing: the caller is in the IVR or the queue, the agent not chosen yet
 PREFETCH_TYPES = frozenset({"call.offered", "ivr.selection"})
@@ -65,6 +67,7 @@ class PopHub:
         self._main: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.pops_built = 0
+        self._claimed: collections.OrderedDict[str, None] = collections.OrderedDict()
         # test and benchmark hook: called with (agent_id, frame) after a local delivery
         self.on_delivered: Callable[[str, bytes], Awaitable[None] | None] | None = None
 
@@ -178,9 +181,14 @@ class PopHub:
         agent_id = str(event["agent_id"])
         try:
             claim = redis_keys.pop_claim(str(event.get("source")), str(event.get("source_event_id", event["id"])))
+            if claim in self._claimed:  # popped early here: the published copy needs no round trip
+                return
             claimed = await self._redis.set(claim, self.instance, nx=True, ex=CLAIM_SECONDS)
             if not claimed:
                 return
+            self._claimed[claim] = None
+            if len(self._claimed) > CLAIM_MEMO:
+                self._claimed.popitem(last=False)
             pop = await self._service.pop_for_ringing(event)
             frame = pop_frame(pop)
             self.pops_built += 1
