@@ -7,8 +7,9 @@ A real gateway process (``python -m gateway serve``) on the machine's PostgreSQL
 AMI client connected to a simulated PBX in this process (:mod:`gateway.simulate.pbx`). The data are
 seeded with ``gateway.seed.customers`` / ``gateway.seed.events`` into the database
 ``cg_bench_history_<customers>_<events>`` (shared with ``bench/ingest.py``, reused when it already
-holds them). While a background load posts ``--background`` events/s through ``POST /v1/events`` (customers picked at random, so
-their cached summaries are invalidated all the time), each measured call:
+holds them). While a background load (its own process) posts ``--background`` events/s through
+``POST /v1/events`` (customers picked at random, so their cached summaries are invalidated all the
+time), each measured call:
 
 1. plays the call's frames up to the queue (offered, IVR with the verified customer number,
    queue join), waits for them to be stored, then ``--queue-wait`` seconds (a real caller spends
@@ -29,11 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -62,13 +65,16 @@ async def sample_customers(url: str, n: int) -> list[str]:
     return nos[:n]
 
 
-async def background(url: str, customers: list[str], rate: int, stop: asyncio.Event, sent: list[int],
-                     posters: int = 4) -> None:
-    """Post ``rate`` events/s until ``stop``: ``posters`` clients, each a batch every 20 ms."""
-    await asyncio.gather(*(_poster(url, customers, rate // posters, stop, sent, n) for n in range(posters)))
+def background(url: str, customers: list[str], rate: int, stop: Any, sent: Any, posters: int = 4) -> None:
+    """In its own process (the measuring client's event loop stays free): post ``rate`` events/s until
+    ``stop`` is set, ``posters`` clients each posting a batch every 20 ms; ``sent`` counts accepted events."""
+    async def go() -> None:
+        await asyncio.gather(*(_poster(url, customers, rate // posters, stop, sent, n) for n in range(posters)))
+
+    asyncio.run(go())
 
 
-async def _poster(url: str, customers: list[str], rate: int, stop: asyncio.Event, sent: list[int], k: int) -> None:
+async def _poster(url: str, customers: list[str], rate: int, stop: Any, sent: Any, k: int) -> None:
     rng = random.Random(3 + k)
     run = uuid.uuid4().hex[:8]
     types = ("login.succeeded", "login.failed", "transfer.succeeded", "transfer.failed", "screen.viewed")
@@ -82,13 +88,15 @@ async def _poster(url: str, customers: list[str], rate: int, stop: asyncio.Event
                 n += 1
                 batch.append({
                     "source": "mobile-banking", "source_event_id": f"bg-{run}-{n}", "channel": "mobile_banking",
-                    "type": rng.choice(types), "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                    "type": rng.choice(types),
+                    "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
                     "identifiers": [{"kind": "customer_no", "value": rng.choice(customers)}],
                     "interaction_id": f"bg-{run}-{n // 5}", "attributes": {"amount": rng.randrange(100, 90000)}})
             async with session.post(url + "/v1/events", json=batch, headers=MOBILE) as r:
                 await r.read()
                 if r.status == 200:
-                    sent[0] += len(batch)
+                    with sent.get_lock():
+                        sent.value += len(batch)
             next_at += tick
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
@@ -166,20 +174,22 @@ async def run_phase(db_url: str, args: argparse.Namespace, phase: str, callers: 
     loop = asyncio.get_running_loop()
     with gateway_process(db_url, args.redis_url, **env) as url:
         await asyncio.wait_for(pbx.logged_in.wait(), 60)
-        stop, sent = asyncio.Event(), [0]
-        bg = asyncio.create_task(background(url, others, args.background, stop, sent))
-        await asyncio.sleep(2)
+        ctx = multiprocessing.get_context("spawn")
+        stop, sent = ctx.Event(), ctx.Value("q", 0)
+        bg = ctx.Process(target=background, args=(url, others, args.background, stop, sent), daemon=True)
+        bg.start()
+        await asyncio.sleep(3)
         await measure(url, pbx, db_url, callers[args.calls:], 50, args.queue_wait)   # warm-up
         t = loop.time()
         lat = await measure(url, pbx, db_url, callers, args.calls, args.queue_wait)
         elapsed = loop.time() - t
         stop.set()
-        await bg
+        bg.join(30)
     await pbx.close()
     r = percentiles(lat)
     r["max"] = max(lat)
     print(f"  {phase}: p50 {r['p50']:.2f} ms   p99 {r['p99']:.2f} ms   max {r['max']:.2f} ms", flush=True)
-    return r, sent[0] / max(elapsed + 2, 1)
+    return r, sent.value / max(elapsed + 3, 1)
 
 
 if __name__ == "__main__":

@@ -279,16 +279,18 @@ class Ingestor:
     async def _early_link(self, p: Prepared) -> None:
         try:
             async with self._pool.acquire() as conn:
-                matches, stored = await store.early_link(conn, p.interaction_id,
-                                                         [d for _k, ds, _m in p.lookups for d in ds])
+                early = await store.early_link(conn, p.interaction_id, [d for _k, ds, _m in p.lookups for d in ds])
         except Exception as exc:  # the published copy after the commit pops instead
             log.warning("ingest.early_ringing_failed", error=type(exc).__name__)
             return
-        _link_from(matches, [p])
-        if stored is not None and stored[3] >= p.strength:  # the upsert's rule: only a stronger link replaces
-            p.customer_id, p.identification, p.candidates, p.strength = stored
+        _link_from(early.matches, [p])
+        if early.stored is not None and early.stored[3] >= p.strength:  # the upsert's rule: only stronger wins
+            p.customer_id, p.identification, p.candidates, p.strength = early.stored
+        message = self._message(p, p.customer_id, p.identification)
+        if p.customer_id is not None and p.customer_id in early.versions:
+            message["customer_version"] = early.versions[p.customer_id]
         if self.on_ringing is not None:
-            self.on_ringing(self._message(p, p.customer_id, p.identification))
+            self.on_ringing(message)
 
     async def _partitions_for(self, items: Sequence[Prepared]) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.customers.version import VERSION_LATERAL, version_token
 from gateway.db.pool import execute, executemany, fetch, fetchrow
 
 INSERT_KEYS = """
@@ -106,14 +107,23 @@ SELECT_INTERACTION_LINKS = """
 SELECT i.id, i.customer_id, i.identification FROM unnest($1::uuid[]) AS q(id) JOIN interactions i ON i.id = q.id
 """
 
-# The early link of a ringing event, in one round trip: the customers owning its digests (kind 'd'),
-# and the link its interaction already has (kind 'i').
-EARLY_LINK = """
-SELECT 'd' AS k, c.digest, c.customer_id, NULL::text AS identification, NULL::bigint[] AS candidates,
-       NULL::smallint AS link_strength
-FROM (SELECT DISTINCT d FROM unnest($2::bytea[]) AS q(d)) q JOIN customer_identifiers c ON c.digest = q.d
+# The early link of a ringing event, in one round trip: the customers owning its digests (kind 'd'), the
+# link its interaction already has (kind 'i'), and the version of every customer either names (kind 'v').
+EARLY_LINK = f"""
+WITH d AS (SELECT c.digest, c.customer_id
+           FROM (SELECT DISTINCT d FROM unnest($2::bytea[]) AS q(d)) q
+           JOIN customer_identifiers c ON c.digest = q.d),
+     i AS (SELECT customer_id, identification, candidates, link_strength FROM interactions WHERE id = $1)
+SELECT 'd' AS k, digest, customer_id, NULL::text AS identification, NULL::bigint[] AS candidates,
+       NULL::smallint AS link_strength, NULL::timestamptz AS updated_at, NULL::bigint AS n, NULL::bigint AS events,
+       NULL::timestamptz AS last
+FROM d
 UNION ALL
-SELECT 'i', NULL, customer_id, identification, candidates, link_strength FROM interactions WHERE id = $1
+SELECT 'i', NULL, customer_id, identification, candidates, link_strength, NULL, NULL, NULL, NULL FROM i
+UNION ALL
+SELECT 'v', NULL, c.id, NULL, NULL, NULL, c.updated_at, v.n, v.events, v.last
+FROM customers c, {VERSION_LATERAL}
+WHERE c.id IN (SELECT customer_id FROM d UNION SELECT customer_id FROM i)
 """
 
 LEARN_IDENTIFIER = """
@@ -300,18 +310,26 @@ async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
     return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
 
 
-async def early_link(conn: asyncpg.Connection, interaction_id: uuid.UUID, digests: Sequence[bytes]
-                     ) -> tuple[dict[bytes, set[int]], tuple[int | None, str, tuple[int, ...], int] | None]:
-    """The digests' owners (as :func:`resolve_digests`), and the stored interaction's
-    (customer_id, identification, candidates, link_strength) or None."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class EarlyLink:
+    matches: dict[bytes, set[int]]                                # digest -> its owners
+    stored: tuple[int | None, str, tuple[int, ...], int] | None   # the interaction's link and its strength
+    versions: dict[int, str]                                      # customer -> version token
+
+
+async def early_link(conn: asyncpg.Connection, interaction_id: uuid.UUID, digests: Sequence[bytes]) -> EarlyLink:
+    """The digests' owners (as :func:`resolve_digests`), the stored interaction's link, and their versions."""
     matches: dict[bytes, set[int]] = {}
     stored = None
+    versions: dict[int, str] = {}
     for r in await fetch(conn, "interactions.early_link", EARLY_LINK, interaction_id, list(digests)):
         if r["k"] == "d":
             matches.setdefault(bytes(r["digest"]), set()).add(r["customer_id"])
-        else:
+        elif r["k"] == "i":
             stored = (r["customer_id"], r["identification"], tuple(r["candidates"] or ()), r["link_strength"])
-    return matches, stored
+        else:
+            versions[r["customer_id"]] = version_token(r["updated_at"], r["n"], r["events"], r["last"])
+    return EarlyLink(matches, stored, versions)
 
 
 async def learn_identifiers(conn: asyncpg.Connection, rows: Sequence[tuple[int, str, bytes, str, int]]) -> None:

@@ -160,9 +160,10 @@ class PopHub:
             self._spawn(self._deliver(agent_id, frame))
 
     def ringing(self, event: dict[str, Any]) -> None:
-        """A ringing event linked before its commit (the ingestor's ``on_ringing``): pop it now."""
+        """A ringing event linked before its commit (the ingestor's ``on_ringing``): pop it now, building the
+        pop while the claim is in flight (it is nearly always won: the published copy comes later)."""
         if event.get("agent_id"):
-            self._spawn(self._on_ringing(event))
+            self._spawn(self._on_ringing(event, early=True))
 
     def prefetch(self, events: Sequence[dict[str, Any]]) -> None:
         """Committed events (the publisher's ``on_published``): warm the summary of callers still queued."""
@@ -177,19 +178,27 @@ class PopHub:
             if result is not None:
                 await result
 
-    async def _on_ringing(self, event: dict[str, Any]) -> None:
+    async def _claim(self, claim: str) -> bool:
+        if not await self._redis.set(claim, self.instance, nx=True, ex=CLAIM_SECONDS):
+            return False
+        self._claimed[claim] = None
+        if len(self._claimed) > CLAIM_MEMO:
+            self._claimed.popitem(last=False)
+        return True
+
+    async def _on_ringing(self, event: dict[str, Any], *, early: bool = False) -> None:
         agent_id = str(event["agent_id"])
         try:
             claim = redis_keys.pop_claim(str(event.get("source")), str(event.get("source_event_id", event["id"])))
             if claim in self._claimed:  # popped early here: the published copy needs no round trip
                 return
-            claimed = await self._redis.set(claim, self.instance, nx=True, ex=CLAIM_SECONDS)
-            if not claimed:
+            if early:
+                claimed, pop = await asyncio.gather(self._claim(claim), self._service.pop_for_ringing(event))
+            else:
+                claimed = await self._claim(claim)
+                pop = await self._service.pop_for_ringing(event) if claimed else None
+            if not claimed or pop is None:
                 return
-            self._claimed[claim] = None
-            if len(self._claimed) > CLAIM_MEMO:
-                self._claimed.popitem(last=False)
-            pop = await self._service.pop_for_ringing(event)
             frame = pop_frame(pop)
             self.pops_built += 1
             if self.holds(agent_id):

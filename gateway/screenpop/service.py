@@ -13,6 +13,7 @@ Every pop built here is audited (:meth:`ScreenPopService.audit_pop`) by the call
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import uuid
@@ -39,6 +40,7 @@ from gateway.settings import Settings
 log = structlog.get_logger("gateway.screenpop")
 _encoder = msgspec.json.Encoder(decimal_format="string")
 CURRENT_CALL_WINDOW = dt.timedelta(hours=2)
+LOCAL_FACTS = 2000
 
 
 def pop_json(pop: Pop) -> bytes:
@@ -74,6 +76,8 @@ class ScreenPopService:
         self._event_types = sorted({t for r in rules for t in r.event_types()} | set(FAILURE_TYPES))
         self._reasons = sorted({x for r in rules for x in r.params.get("reasons", ())})
         self._warming: dict[int, asyncio.Task[SummaryFacts | None]] = {}
+        # the facts last read in this process, by customer: used only while their version is current
+        self._local: collections.OrderedDict[int, SummaryFacts] = collections.OrderedDict()
 
     # -- the summary ---------------------------------------------------------------------------------
     def warm(self, customer_id: int) -> None:
@@ -89,33 +93,53 @@ class ScreenPopService:
         if not task.cancelled() and task.exception() is not None:
             log.warning("screenpop.warm_failed", customer_id=customer_id, error=type(task.exception()).__name__)
 
-    async def facts(self, customer_id: int) -> SummaryFacts | None:
-        """The customer's facts: from the cache when its version is current, else from PostgreSQL.
+    async def facts(self, customer_id: int, version: str | None = None) -> SummaryFacts | None:
+        """The customer's facts: from this process's memo or the Redis cache when their version is current,
+        else from PostgreSQL. ``version``, when the caller just read it (the early link of a ringing call
+        does, in its one statement), saves reading it again.
 
         A warm-up of the same customer in flight is waited for first, so its read is not done twice."""
         warming = self._warming.get(customer_id)
         if warming is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(warming)
-        return await self._facts(customer_id)
+        return await self._facts(customer_id, version)
 
-    async def _facts(self, customer_id: int) -> SummaryFacts | None:
-        version, cached = await asyncio.gather(store.customer_version(self.pool, customer_id),
-                                               self.cache.get(customer_id))
-        if version is None:
-            return None
-        if cached is not None and cached.version == version:
+    async def _facts(self, customer_id: int, version: str | None = None) -> SummaryFacts | None:
+        local = self._local.get(customer_id)
+        if version is not None and local is not None and local.version == version:
             self.cache.count(hit=True)
-            return cached
+            return local
+        if version is None:
+            version, cached = await asyncio.gather(store.customer_version(self.pool, customer_id),
+                                                   self.cache.get(customer_id))
+            if version is None:
+                return None
+        else:
+            cached = await self.cache.get(customer_id)
+        for candidate in (local, cached):
+            if candidate is not None and candidate.version == version:
+                self.cache.count(hit=True)
+                self._remember(candidate)
+                return candidate
         self.cache.count(hit=False)
         facts = await store.read_facts(self.pool, customer_id, version, self.clock.now(), self._lookback,
                                        self._event_types, self._reasons)
         if facts is not None:
+            self._remember(facts)
             await self.cache.put(facts)
         return facts
 
-    async def summary(self, customer_id: int, current_interaction: str | None = None) -> Summary | None:
-        facts = await self.facts(customer_id)
+    def _remember(self, facts: SummaryFacts) -> None:
+        cid = facts.customer.profile.id
+        self._local[cid] = facts
+        self._local.move_to_end(cid)
+        if len(self._local) > LOCAL_FACTS:
+            self._local.popitem(last=False)
+
+    async def summary(self, customer_id: int, current_interaction: str | None = None,
+                      version: str | None = None) -> Summary | None:
+        facts = await self.facts(customer_id, version)
         if facts is None:
             return None
         return build_summary(facts, self.rules, self.clock.now(), current_interaction)
@@ -127,11 +151,11 @@ class ScreenPopService:
 
     async def _pop(self, *, pop_id: str, state: str, customer_id: int | None, candidate_ids: tuple[int, ...],
                    agent_id: str | None, interaction_id: str | None, occurred_at: dt.datetime | None,
-                   call: CallInfo | None) -> Pop:
+                   call: CallInfo | None, version: str | None = None) -> Pop:
         summary = None
         candidates: tuple[CandidateLine, ...] = ()
         if state == "identified" and customer_id is not None:
-            summary = await self.summary(customer_id, interaction_id)
+            summary = await self.summary(customer_id, interaction_id, version)
             if summary is None:
                 state = "unidentified"
         elif state == "ambiguous":
@@ -150,7 +174,8 @@ class ScreenPopService:
             pop_id=str(message["id"]), state=message.get("identification") or "unidentified",
             customer_id=message.get("customer_id"), candidate_ids=tuple(message.get("candidates") or ()),
             agent_id=message.get("agent_id"), interaction_id=message.get("interaction_id"),
-            occurred_at=dt.datetime.fromisoformat(occurred) if isinstance(occurred, str) else None, call=call)
+            occurred_at=dt.datetime.fromisoformat(occurred) if isinstance(occurred, str) else None, call=call,
+            version=message.get("customer_version"))
 
     async def pop_for_interaction(self, interaction_id: str, agent_id: str | None = None) -> Pop | None:
         """The pop of an interaction as it stands now (reconnects, pop URLs, other vendors' desktops)."""

@@ -1,12 +1,8 @@
 """SQL of the screen-pop: a customer's version, recent contacts and events of interest, candidates.
 
 **Version.** A summary may be served from the cache only when nothing it depends on changed
-since it was read. :func:`customer_version` reads a token of exactly that: the profile's
-``updated_at`` (core banking replaces the whole document), and over the customer's interactions
-their number, the sum of their event counts and their latest update (an event committed to any
-of them, or a link or unlink, changes it). Counts are commit-order independent, unlike ids or
-timestamps assigned before commit. The token is read *before* the facts: if anything commits in
-between, the stored token is already stale and the next reader rebuilds — never the reverse.
+since it was read: :func:`customer_version` reads the token of :mod:`gateway.customers.version`,
+*before* the facts.
 """
 
 from __future__ import annotations
@@ -21,16 +17,13 @@ from typing import Any
 import asyncpg
 
 from gateway.customers.store import load_customer
+from gateway.customers.version import VERSION_LATERAL, version_token
 from gateway.db.pool import fetch, fetchrow, translate_errors
 from gateway.identity import mask, mask_name
 from gateway.screenpop.model import CandidateLine, ContactFact, EventFact, SummaryFacts
 
-VERSION = """
-SELECT c.updated_at, i.n, i.events, i.last
-FROM customers c,
-     LATERAL (SELECT count(*) AS n, coalesce(sum(event_count), 0) AS events, max(updated_at) AS last
-              FROM interactions WHERE customer_id = c.id) i
-WHERE c.id = $1
+VERSION = f"""
+SELECT c.updated_at, v.n, v.events, v.last FROM customers c, {VERSION_LATERAL} WHERE c.id = $1
 """
 
 # The newest contacts, and every contact within the rules' window, capped.
@@ -79,17 +72,12 @@ MAX_CONTACTS = 200
 MAX_EVENTS = 500
 
 
-def version_token(row: asyncpg.Record) -> str:
-    last = row["last"].isoformat() if row["last"] else "-"
-    return f"{row['updated_at'].isoformat()}|{row['n']}|{row['events']}|{last}"
-
-
 async def customer_version(pool: asyncpg.Pool, customer_id: int) -> str | None:
     """The customer's current version token, or None when there is no such customer."""
     with translate_errors():
         async with pool.acquire() as conn:
             row = await fetchrow(conn, "screenpop.version", VERSION, customer_id)
-    return version_token(row) if row else None
+    return version_token(row["updated_at"], row["n"], row["events"], row["last"]) if row else None
 
 
 async def read_facts(pool: asyncpg.Pool, customer_id: int, version: str, now: dt.datetime, lookback: dt.timedelta,
