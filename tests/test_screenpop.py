@@ -252,6 +252,28 @@ async def test_ringing_pops_while_its_commit_waits_from_a_summary_warmed_in_the_
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'screenpop'") == 1
 
 
+async def test_a_ringing_that_cannot_be_linked_early_pops_after_its_commit(client, db, monkeypatch):
+    from gateway.events import store as event_store
+
+    async def broken(*args: Any) -> Any:
+        raise OSError("simulated: no connection for the early link")
+
+    monkeypatch.setattr(event_store, "early_link", broken)
+    app = client.server.app
+    await asyncio.wait_for(app[keys.POP_HUB].subscribed.wait(), 10)
+    await put_customer(client, "C0000000001", doc())
+    await ingest(app, ev("call.offered", interaction_id="L-10", queue="vip",
+                         identifiers=[{"kind": "phone", "value": PHONE}]))
+    async with client.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
+        results = await ingest(app, ev("call.ringing", interaction_id="L-10", agent_id="8001", queue="vip"))
+        pop = (await next_frame(ws))["pop"]
+        assert pop["pop_id"] == results[0].event_id and pop["state"] == "identified"
+        await app[keys.PUBLISHER].drain()
+        await asyncio.sleep(0.3)
+    assert app[keys.POP_HUB].pops_built == 1
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'screenpop'") == 1
+
+
 async def test_unidentified_and_ambiguous_callers_and_the_choice_links(aiohttp_client, settings, db):
     a, b = await two_apps(aiohttp_client, settings)
     first = await put_customer(a, "C0000000001", doc(identifiers=[{"kind": "phone", "value": SHARED_PHONE}]))

@@ -28,9 +28,9 @@ never blocks ingest.
 
 **Early ringing.** A ``call.ringing`` at an agent is what a screen-pop waits for, and a durable
 commit costs milliseconds. When ``on_ringing`` is set (by the screen-pop hub) and no other event of
-the same interaction is in flight in this process, the ringing event is linked at once — its
-identifiers resolved and the interaction's stored link read, with the same rules as the
-transaction — and handed to ``on_ringing`` *while* its group commits. Everything committed before
+the same interaction is in flight in this process, the ringing event is handed to ``on_ringing`` with a coroutine that links it at once — its
+identifiers resolved and the interaction's stored link read (with the customers' versions, for the
+summary cache), in one statement, with the same rules as the transaction — *while* its group commits. Everything committed before
 the ringing event arrived is visible to that read, so the pop misses nothing that preceded it; the
 pop claims the event by its dedupe key, so the published copy after the commit does not pop twice.
 If the early link fails, the published copy after the commit pops as before.
@@ -45,7 +45,7 @@ import dataclasses
 import datetime as dt
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -169,8 +169,8 @@ class Ingestor:
         self._tasks: list[asyncio.Task[None]] = []
         # interaction id -> events of it submitted and not yet committed (see "Early ringing" above)
         self._inflight: collections.Counter[uuid.UUID] = collections.Counter()
-        self._early: set[asyncio.Task[None]] = set()
-        self.on_ringing: Callable[[dict[str, Any]], None] | None = None
+        # (source, source_event_id, the linked message to come): see "Early ringing" above
+        self.on_ringing: Callable[[str, str, Awaitable[dict[str, Any] | None]], None] | None = None
         # Normalising a phone number with phonenumbers costs ~60 µs; a call's events repeat the caller's
         # number and callers call again, so the (kind, raw value) → (masked, digests) work is memoised.
         self._identify = functools.lru_cache(maxsize=IDENTIFY_CACHE)(self._identify_uncached)
@@ -182,10 +182,9 @@ class Ingestor:
     async def stop(self) -> None:
         while not self._queue.empty():  # let queued jobs commit before the pool closes
             await asyncio.sleep(0.01)
-        tasks = [*self._tasks, *self._early]
-        for t in tasks:
+        for t in self._tasks:
             t.cancel()
-        for t in tasks:
+        for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
@@ -272,25 +271,24 @@ class Ingestor:
     def _ring_early(self, items: Sequence[Prepared]) -> None:
         for p in items:
             if p.event.type == "call.ringing" and p.event.agent_id and self._inflight[p.interaction_id] == 1:
-                task = asyncio.create_task(self._early_link(dataclasses.replace(p)), name="early-ringing")
-                self._early.add(task)
-                task.add_done_callback(self._early.discard)
+                assert self.on_ringing is not None
+                self.on_ringing(p.event.source, p.event.source_event_id, self._early_link(dataclasses.replace(p)))
 
-    async def _early_link(self, p: Prepared) -> None:
+    async def _early_link(self, p: Prepared) -> dict[str, Any] | None:
+        """The ringing event's message as it will be published, linked now (None: it could not be)."""
         try:
             async with self._pool.acquire() as conn:
                 early = await store.early_link(conn, p.interaction_id, [d for _k, ds, _m in p.lookups for d in ds])
         except Exception as exc:  # the published copy after the commit pops instead
             log.warning("ingest.early_ringing_failed", error=type(exc).__name__)
-            return
+            return None
         _link_from(early.matches, [p])
         if early.stored is not None and early.stored[3] >= p.strength:  # the upsert's rule: only stronger wins
             p.customer_id, p.identification, p.candidates, p.strength = early.stored
         message = self._message(p, p.customer_id, p.identification)
         if p.customer_id is not None and p.customer_id in early.versions:
             message["customer_version"] = early.versions[p.customer_id]
-        if self.on_ringing is not None:
-            self.on_ringing(message)
+        return message
 
     async def _partitions_for(self, items: Sequence[Prepared]) -> None:
         try:

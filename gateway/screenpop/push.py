@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from gateway import redis_keys
 from gateway.errors import GatewayError
+from gateway.screenpop.model import Pop
 from gateway.screenpop.service import ScreenPopService, pop_frame
 
 log = structlog.get_logger("gateway.screenpop.push")
@@ -159,11 +160,11 @@ class PopHub:
                                      "occurred_at": event.get("occurred_at")})
             self._spawn(self._deliver(agent_id, frame))
 
-    def ringing(self, event: dict[str, Any]) -> None:
-        """A ringing event linked before its commit (the ingestor's ``on_ringing``): pop it now, building the
-        pop while the claim is in flight (it is nearly always won: the published copy comes later)."""
-        if event.get("agent_id"):
-            self._spawn(self._on_ringing(event, early=True))
+    def ringing(self, source: str, source_event_id: str, linked: Awaitable[dict[str, Any] | None]) -> None:
+        """A ringing event about to commit (the ingestor's ``on_ringing``): claim it while ``linked`` links it,
+        build the pop at once and push it. The claim is nearly always won (the published copy comes after
+        the commit); if linking fails, the claim is released so that the published copy pops instead."""
+        self._spawn(self._on_early(redis_keys.pop_claim(source, source_event_id), linked))
 
     def prefetch(self, events: Sequence[dict[str, Any]]) -> None:
         """Committed events (the publisher's ``on_published``): warm the summary of callers still queued."""
@@ -186,28 +187,51 @@ class PopHub:
             self._claimed.popitem(last=False)
         return True
 
-    async def _on_ringing(self, event: dict[str, Any], *, early: bool = False) -> None:
+    async def _on_early(self, claim: str, linked: Awaitable[dict[str, Any] | None]) -> None:
+        async def build() -> tuple[dict[str, Any] | None, Pop | None]:
+            event = await linked
+            if event is None:
+                return None, None
+            try:
+                return event, await self._service.pop_for_ringing(event)
+            except (RedisError, OSError, GatewayError) as exc:
+                log.warning("screenpop.early_pop_failed", error=type(exc).__name__)
+                return event, None
+
+        try:
+            claimed, (event, pop) = await asyncio.gather(self._claim(claim), build())
+            if claimed and pop is None:
+                self._claimed.pop(claim, None)
+                await self._redis.delete(claim)
+            if claimed and event is not None and pop is not None:
+                await self._push(event, pop)
+        except (RedisError, OSError, GatewayError) as exc:
+            log.warning("screenpop.pop_failed", error=type(exc).__name__)
+        except Exception:  # a bug must not end the subscriber; it goes to the log
+            log.exception("screenpop.pop_crashed")
+
+    async def _on_ringing(self, event: dict[str, Any]) -> None:
         agent_id = str(event["agent_id"])
         try:
             claim = redis_keys.pop_claim(str(event.get("source")), str(event.get("source_event_id", event["id"])))
             if claim in self._claimed:  # popped early here: the published copy needs no round trip
                 return
-            if early:
-                claimed, pop = await asyncio.gather(self._claim(claim), self._service.pop_for_ringing(event))
-            else:
-                claimed = await self._claim(claim)
-                pop = await self._service.pop_for_ringing(event) if claimed else None
-            if not claimed or pop is None:
-                return
-            frame = pop_frame(pop)
-            self.pops_built += 1
-            if self.holds(agent_id):
-                await self._deliver(agent_id, frame)
-            await self._service.store_current(agent_id, frame, self.instance)
-            await self._service.audit_pop(pop, actor=f"source:{event.get('source', 'cti')}", role="source")
-            log.info("screenpop.pushed", agent_id=agent_id, state=pop.state,
-                     alerts=len(pop.summary.alerts) if pop.summary else 0)
+            if await self._claim(claim):
+                await self._push(event, await self._service.pop_for_ringing(event))
         except (RedisError, OSError, GatewayError) as exc:
             log.warning("screenpop.pop_failed", agent_id=agent_id, error=type(exc).__name__)
         except Exception:  # a bug must not end the subscriber; it goes to the log
             log.exception("screenpop.pop_crashed", agent_id=agent_id)
+
+    async def _push(self, event: dict[str, Any], pop: Pop) -> None:
+        """Deliver to the agent's sockets here, keep as the agent's current pop (and so reach the other
+        instances), then audit."""
+        agent_id = str(event["agent_id"])
+        frame = pop_frame(pop)
+        self.pops_built += 1
+        if self.holds(agent_id):
+            await self._deliver(agent_id, frame)
+        await self._service.store_current(agent_id, frame, self.instance)
+        await self._service.audit_pop(pop, actor=f"source:{event.get('source', 'cti')}", role="source")
+        log.info("screenpop.pushed", agent_id=agent_id, state=pop.state,
+                 alerts=len(pop.summary.alerts) if pop.summary else 0)
