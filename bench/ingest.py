@@ -113,37 +113,43 @@ async def main() -> None:
     p.add_argument("--reads", type=int, default=5000)
     p.add_argument("--read-concurrency", type=int, default=4)
     p.add_argument("--skip-timeline", action="store_true")
+    p.add_argument("--timeline-only", action="store_true", help="only (e)")
     p.add_argument("--keep", action="store_true", help="keep the ingest databases")
     args = p.parse_args()
 
-    ingest_db = await fresh_database(args.database_url, "cg_bench_ingest")
-    base_db = with_database(args.database_url, "cg_bench_baseline")
-    await fresh_database(args.database_url, "cg_bench_baseline")
     print(f"machine: {machine()}; PostgreSQL, Redis, gateway and wrk on the same machine", flush=True)
-    print("(a)+(c) single events, alternating gateway and baseline:", flush=True)
-    runs = single_and_baseline(ingest_db, base_db, args.redis_url, args)
-    print("(b) 500-event batches:", flush=True)
-    batch_rates = batches(ingest_db, args.redis_url, args)
+    runs: dict[str, list] = {"gateway": [], "baseline": []}
+    batch_rates: list[float] = []
+    if not args.timeline_only:
+        ingest_db = await fresh_database(args.database_url, "cg_bench_ingest")
+        base_db = with_database(args.database_url, "cg_bench_baseline")
+        await fresh_database(args.database_url, "cg_bench_baseline")
+        print("(a)+(c) single events, alternating gateway and baseline:", flush=True)
+        runs = single_and_baseline(ingest_db, base_db, args.redis_url, args)
+        print("(b) 500-event batches:", flush=True)
+        batch_rates = batches(ingest_db, args.redis_url, args)
+        if not args.keep:
+            await drop_database(args.database_url, "cg_bench_ingest")
+            await drop_database(args.database_url, "cg_bench_baseline")
     tl = None
     if not args.skip_timeline:
         print(f"(e) timeline with {args.history_events} events:", flush=True)
         history = await seeded_history(args.database_url, args.customers, args.history_events)
         tl = await timeline(history, args.redis_url, args)
-    if not args.keep:
-        await drop_database(args.database_url, "cg_bench_ingest")
-        await drop_database(args.database_url, "cg_bench_baseline")
 
-    g, b = runs["gateway"], runs["baseline"]
-    g_rps, b_rps = med([r["rps"] for r in g]), med([r["rps"] for r in b])
     print()
     print(f"| measure ({machine()}, medians of {args.repeat}) | value |")
     print("|---|---|")
-    print(f"| (a) single-event ingest, {args.connections} clients | {g_rps:,.0f} events/s |")
-    print(f"| (a) ack latency p50 / p99 | {med([r['p50'] for r in g]):.2f} ms / {med([r['p99'] for r in g]):.2f} ms |")
-    print(f"| (b) 500-event batches | {med(batch_rates):,.0f} events/s |")
-    print(f"| (c) baseline: one durable INSERT per request | {b_rps:,.0f} requests/s "
-          f"(p99 {med([r['p99'] for r in b]):.2f} ms) |")
-    print(f"| (d) ratio (a)/(c) | {g_rps / b_rps:.2f}x |")
+    g, b = runs["gateway"], runs["baseline"]
+    if g and b:
+        g_rps, b_rps = med([r["rps"] for r in g]), med([r["rps"] for r in b])
+        print(f"| (a) single-event ingest, {args.connections} clients | {g_rps:,.0f} events/s |")
+        print(f"| (a) ack latency p50 / p99 | {med([r['p50'] for r in g]):.2f} ms / "
+              f"{med([r['p99'] for r in g]):.2f} ms |")
+        print(f"| (b) 500-event batches | {med(batch_rates):,.0f} events/s |")
+        print(f"| (c) baseline: one durable INSERT per request | {b_rps:,.0f} requests/s "
+              f"(p99 {med([r['p99'] for r in b]):.2f} ms) |")
+        print(f"| (d) ratio (a)/(c) | {g_rps / b_rps:.2f}x |")
     if tl:
         print(f"| (e) timeline read over HTTP, {args.history_events:,} events | p50 {tl['p50']:.2f} ms / "
               f"p99 {tl['p99']:.2f} ms ({int(tl['n'])} reads, {args.read_concurrency} clients) |")

@@ -173,6 +173,23 @@ ORDER BY started_at DESC, id DESC
 LIMIT $7
 """
 
+# The same page by customer number, in one statement: one row with NULL interaction columns when the
+# customer has none in the page, no row when there is no such customer.
+LIST_TIMELINE_BY_NO = f"""
+SELECT c.id AS owner_id, i.* FROM customers c
+LEFT JOIN LATERAL (
+    SELECT {INTERACTION_COLUMNS} FROM interactions
+    WHERE customer_id = c.id
+      AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
+      AND ($4::text[] IS NULL OR channel = ANY($4))
+      AND ($5::timestamptz IS NULL OR started_at >= $5)
+      AND ($6::timestamptz IS NULL OR started_at < $6)
+    ORDER BY started_at DESC, id DESC
+    LIMIT $7
+) i ON true
+WHERE c.customer_no = $1
+"""
+
 EVENT_COLUMNS = """
     id, source, source_event_id, channel, type, occurred_at, received_at, interaction_id, customer_id,
     identification, identifiers, agent_id, queue, direction, subject, outcome, reason, attributes
@@ -372,6 +389,29 @@ async def list_customer_interactions(
         list(channels) if channels else None, since, until, limit,
     )
     return [InteractionRow.from_record(r) for r in records]
+
+
+async def timeline_by_customer_no(
+    conn: asyncpg.Connection, customer_no: str, *, before: tuple[dt.datetime, uuid.UUID] | None,
+    channels: Sequence[str] | None, since: dt.datetime | None, until: dt.datetime | None, limit: int,
+) -> tuple[int | None, list[InteractionRow]]:
+    """(customer id, a page of its interactions) by customer number in one round trip; (None, []) when
+    there is no such customer."""
+    records = await fetch(
+        conn, "interactions.timeline_by_no", LIST_TIMELINE_BY_NO, customer_no,
+        before[0] if before else None, before[1] if before else None,
+        list(channels) if channels else None, since, until, limit,
+    )
+    if not records:
+        return None, []
+    rows = []
+    for r in records:
+        if r["id"] is not None:
+            d = dict(r)
+            del d["owner_id"]
+            d["candidates"] = tuple(d["candidates"] or ())
+            rows.append(InteractionRow(**d))
+    return records[0]["owner_id"], rows
 
 
 async def list_interaction_events(conn: asyncpg.Connection, interaction: InteractionRow, limit: int

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.auth import source_may_post
-from gateway.db.pool import fetch, fetchval
+from gateway.db.pool import fetch
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -205,7 +205,6 @@ def _channels(request: web.Request) -> list[str] | None:
     return values or None
 
 
-_CUSTOMER_ID = "SELECT id FROM customers WHERE customer_no = $1"
 _CUSTOMER_NOS = "SELECT id, customer_no FROM customers WHERE id = ANY($1::bigint[])"
 
 
@@ -218,11 +217,11 @@ async def list_customer_interactions(request: web.Request) -> web.Response:
     channels = _channels(request)
     since, until = _time_param(request, "since"), _time_param(request, "until")
     async with request.app[keys.DB].acquire() as conn:
-        customer_id = await fetchval(conn, "customers.id_by_no", _CUSTOMER_ID, customer_no)
-        if customer_id is None:
-            raise NotFound(f"no customer {customer_no!r}")
-        rows = await store.list_customer_interactions(conn, customer_id, before=before, channels=channels,
-                                                      since=since, until=until, limit=limit + 1)
+        customer_id, rows = await store.timeline_by_customer_no(conn, customer_no, before=before,
+                                                                channels=channels, since=since, until=until,
+                                                                limit=limit + 1)
+    if customer_id is None:
+        raise NotFound(f"no customer {customer_no!r}")
     page, more = rows[:limit], len(rows) > limit
     return _respond({
         "items": [interaction_json(i, customer_no) for i in page],
