@@ -195,6 +195,7 @@ def setup_screenpop(app: web.Application) -> None:
         hub = PopHub(app[keys.REDIS], service)
         app[keys.SCREENPOP] = service
         app[keys.POP_HUB] = hub
+        service.audit_writer.start()
         if settings.screenpop.push:
             hub.start()
             ingestor = app.get(keys.INGEST)
@@ -203,6 +204,7 @@ def setup_screenpop(app: web.Application) -> None:
                 app[keys.PUBLISHER].on_published = hub.prefetch
         yield
         await hub.stop()
+        await service.stop()
 
     app.cleanup_ctx.append(screenpop_ctx)
 def setup_users(app: web.Application) -> None:

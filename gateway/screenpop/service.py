@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Mapping
@@ -71,6 +70,7 @@ class ScreenPopService:
         self.clock = clock
         self.settings = settings
         self.breaker = RedisBreaker()
+        self.audit_writer = audit.AuditWriter(pool)   # started and stopped with the app (setup_screenpop)
         self.cache = SummaryCache(redis, settings.screenpop.summary_cache_ttl_seconds, self.breaker)
         self._lookback = max(lookback(rules), dt.timedelta(hours=FAILURE_HOURS))
         self._event_types = sorted({t for r in rules for t in r.event_types()} | set(FAILURE_TYPES))
@@ -88,6 +88,14 @@ class ScreenPopService:
         self._warming[customer_id] = task
         task.add_done_callback(lambda t: self._warmed(customer_id, t))
 
+    async def stop(self) -> None:
+        """Cancel the warm-ups in flight (before the pools close)."""
+        tasks = list(self._warming.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.audit_writer.stop()
+
     def _warmed(self, customer_id: int, task: asyncio.Task[SummaryFacts | None]) -> None:
         self._warming.pop(customer_id, None)
         if not task.cancelled() and task.exception() is not None:
@@ -101,8 +109,7 @@ class ScreenPopService:
         A warm-up of the same customer in flight is waited for first, so its read is not done twice."""
         warming = self._warming.get(customer_id)
         if warming is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(warming)
+            await asyncio.wait([warming])  # its outcome does not matter here: only that it is over
         return await self._facts(customer_id, version)
 
     async def _facts(self, customer_id: int, version: str | None = None) -> SummaryFacts | None:
@@ -248,8 +255,8 @@ class ScreenPopService:
 
     async def audit_pop(self, pop: Pop, *, actor: str, role: str, reason: str | None = None,
                         request_id: str | None = None) -> None:
-        await audit.record(
-            self.pool, actor=actor, actor_role=role, action="screenpop",
+        await self.audit_writer.record(
+            actor=actor, actor_role=role, action="screenpop",
             customer_id=pop.summary.customer_id if pop.summary else None,
             interaction_id=_uuid(pop.interaction_id), reason=reason, request_id=request_id,
             details={"pop_id": pop.pop_id, "state": pop.state, "agent_id": pop.agent_id,
