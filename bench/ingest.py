@@ -8,6 +8,8 @@
 (e) customer timeline read over HTTP, p50/p99, with N events stored (default 10,000,000)
 
 (a) and (c) alternate ``--repeat`` times and the medians are reported, because this machine is shared and noisy.
+The gateway runs as ``serve --workers N`` (``--workers``, default 2: one process per core, as the design
+deploys it); the baseline is one process.
 PostgreSQL, Redis, the gateway and wrk all run on this machine; commits are durable (synchronous_commit on).
 
     python bench/ingest.py                      # everything, 10M events for (e) (seeding takes a while)
@@ -48,7 +50,7 @@ SCRIPT = HERE / "post_event.lua"
 
 def single_and_baseline(db_url: str, base_db_url: str, redis: str, args: argparse.Namespace) -> dict[str, list]:
     runs: dict[str, list] = {"gateway": [], "baseline": []}
-    with gateway_process(db_url, redis) as url:
+    with gateway_process(db_url, redis, http_workers=str(args.workers)) as url:
         run_wrk(url + "/v1/events", SCRIPT, connections=args.connections, duration=2,
                 env={"BENCH_RUN": "warm-" + uuid.uuid4().hex[:6]})
         for _ in range(args.repeat):
@@ -68,7 +70,7 @@ def single_and_baseline(db_url: str, base_db_url: str, redis: str, args: argpars
 
 def batches(db_url: str, redis: str, args: argparse.Namespace) -> list[float]:
     out = []
-    with gateway_process(db_url, redis) as url:
+    with gateway_process(db_url, redis, http_workers=str(args.workers)) as url:
         for _ in range(args.repeat):
             r = run_wrk(url + "/v1/events", SCRIPT, connections=8, duration=args.duration,
                         env={"BENCH_RUN": uuid.uuid4().hex[:10], "BENCH_BATCH": "500"})
@@ -108,6 +110,8 @@ async def main() -> None:
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2,
+                   help="gateway processes (serve --workers; the design's one per core); the baseline is one")
     p.add_argument("--customers", type=int, default=1_000_000)
     p.add_argument("--history-events", type=int, default=10_000_000)
     p.add_argument("--reads", type=int, default=5000)
@@ -143,7 +147,8 @@ async def main() -> None:
     g, b = runs["gateway"], runs["baseline"]
     if g and b:
         g_rps, b_rps = med([r["rps"] for r in g]), med([r["rps"] for r in b])
-        print(f"| (a) single-event ingest, {args.connections} clients | {g_rps:,.0f} events/s |")
+        print(f"| (a) single-event ingest, {args.connections} clients, {args.workers} gateway process(es) | "
+              f"{g_rps:,.0f} events/s |")
         print(f"| (a) ack latency p50 / p99 | {med([r['p50'] for r in g]):.2f} ms / "
               f"{med([r['p99'] for r in g]):.2f} ms |")
         print(f"| (b) 500-event batches | {med(batch_rates):,.0f} events/s |")

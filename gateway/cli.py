@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,15 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
         settings = demo_settings(settings.replace(demo=True))
         extra.append(setup_demo_traffic)
+    workers = args.workers if args.workers is not None else settings.http_workers
+    if workers < 0:
+        raise SettingsError("setting 'http_workers': must be 0 (one per CPU core) or more")
+    workers = workers or os.cpu_count() or 1
+    if workers > 1:
+        from gateway.server import serve_workers
+
+        return serve_workers(settings, workers,
+                             lambda s, index: create_app(s, extra_setup=extra if index == 0 else []))
     asyncio.run(serve_app(create_app(settings, extra_setup=extra), settings))
     return 0
 
@@ -265,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (setting http_host)")
     serve.add_argument("--port", type=int, help="port (setting http_port)")
     serve.add_argument("--demo", action="store_true", help="seed demo data when the database is empty")
+    serve.add_argument("--workers", type=int, help="processes sharing the port; 0: one per core (setting "
+                       "http_workers)")
     serve.set_defaults(func=_cmd_serve)
     sim = sub.add_parser("simulate", help="play demo traffic (calls, logins, transfers, emails) at a gateway")
     sim.add_argument("--url", default=None, help="the gateway's base URL (default: from settings)")

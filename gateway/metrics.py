@@ -1,4 +1,9 @@
-"""Prometheus metrics. One registry per app (no process globals, so tests can build many apps)."""
+"""Prometheus metrics. One registry per app (no process globals, so tests can build many apps).
+
+Under ``serve --workers N`` the parent sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts, so
+prometheus_client keeps every worker's samples in files there and ``/metrics`` merges them (the pool
+gauges are reported per worker ``pid``).
+"""
 
 from __future__ import annotations
 
@@ -33,8 +38,10 @@ def create_metrics() -> Metrics:
             "cg_http_request_duration_seconds", "HTTP request latency by route, method and status",
             ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=r,
         ),
-        pool_size=Gauge("cg_db_pool_size", "PostgreSQL pool connections", registry=r),
-        pool_idle=Gauge("cg_db_pool_idle", "Idle PostgreSQL pool connections", registry=r),
+        pool_size=Gauge("cg_db_pool_size", "PostgreSQL pool connections", registry=r,
+                        multiprocess_mode="liveall"),
+        pool_idle=Gauge("cg_db_pool_idle", "Idle PostgreSQL pool connections", registry=r,
+                        multiprocess_mode="liveall"),
         events_ingested=Counter(
             "cg_events_ingested", "Contact events by source, channel and outcome", ["channel", "outcome"],
             registry=r,

@@ -177,6 +177,9 @@ class Settings:
 
     http_host: str = dataclasses.field(metadata=_doc("Address the HTTP server binds to."))
     http_port: int = dataclasses.field(metadata=_doc("TCP port of the HTTP server (0 picks a free one)."))
+    http_workers: int = dataclasses.field(metadata=_doc(
+        "Gateway processes serving the one port (SO_REUSEPORT: the kernel spreads connections); 0 means one "
+        "per CPU core. The first also runs the AMI client, the IMAP poller and demo traffic."))
     public_url: str = dataclasses.field(
         metadata=_doc("Base URL people and CTI systems use to reach the gateway; empty means http://host:port.")
     )

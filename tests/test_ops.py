@@ -1,4 +1,5 @@
 import asyncio
+import os
 
 from aiohttp import web
 
@@ -12,7 +13,7 @@ from tests.helpers import assert_problem
 async def test_healthz(client):
     resp = await client.get("/healthz")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok"}
+    assert await resp.json() == {"status": "ok", "pid": os.getpid()}
 
 
 async def test_readyz_ok(client):

@@ -146,3 +146,56 @@ def test_every_json_route_is_in_the_openapi_document(settings):
         if route.method.lower() not in doc["paths"].get(path, {}):
             missing.append(f"{route.method} {path}")
     assert not missing, f"routes missing from /openapi.json: {missing}"
+
+
+async def test_workers_share_the_port_merge_metrics_replace_a_dead_worker_and_stop_together(
+        database_url, redis_url, unused_tcp_port, tmp_path):
+    """`serve --workers 2`: both processes answer on one port, /metrics counts what either ingested, a worker
+    killed with SIGKILL is replaced, and SIGTERM stops the parent after every worker's graceful shutdown."""
+    from tests.factories import CTI_KEY, event
+
+    port = unused_tcp_port
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CG_", "PROMETHEUS_"))}
+    env.update({"CG_DATABASE_URL": database_url, "CG_REDIS_URL": redis_url, "CG_HTTP_PORT": str(port),
+                "CG_DATA_DIR": str(tmp_path / "var"), "CG_LOG_LEVEL": "warning", "CG_ACCESS_LOG": "false"})
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "serve", "--workers", "2", env=env,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    async def pids(session: aiohttp.ClientSession, want: int) -> set[int]:
+        seen: set[int] = set()
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(seen) < want and asyncio.get_running_loop().time() < deadline:
+            try:  # a new connection each time: the kernel spreads them over the workers
+                async with session.get(base + "/healthz", headers={"Connection": "close"}) as r:
+                    seen.add((await r.json())["pid"])
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.02)
+        return seen
+
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            first = await pids(session, 2)
+            assert len(first) == 2 and proc.pid not in first
+            for i in range(30):
+                r = await session.post(base + "/v1/events", json=event("call.offered", sid=f"w-{i}"), headers=CTI_KEY)
+                assert r.status == 201
+            text = await (await session.get(base + "/metrics")).text()
+            accepted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("cg_events_ingested_total{") and 'outcome="accepted"' in line)
+            assert accepted == 30, text[:2000]
+            victim = sorted(first)[0]
+            os.kill(victim, signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            after = await pids(session, 2)
+            assert len(after) == 2 and victim not in after, "the dead worker was replaced"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        for pid in after:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

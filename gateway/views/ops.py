@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from gateway import keys
 from gateway.db.migrate import current_version, latest_version
@@ -15,7 +16,8 @@ from gateway.views.access import PUBLIC
 
 READY_TIMEOUT = 2.0
 
-HEALTH_SCHEMA = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+HEALTH_SCHEMA = {"type": "object", "required": ["status"],
+                 "properties": {"status": {"type": "string"}, "pid": {"type": "integer"}}}
 READY_SCHEMA = {
     "type": "object",
     "required": ["status", "checks"],
@@ -24,8 +26,8 @@ READY_SCHEMA = {
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive: the process answers. Says nothing of the stores (that is /readyz)."""
-    return web.json_response({"status": "ok"})
+    """Alive: the process answers (``pid``: which worker). Says nothing of the stores (that is /readyz)."""
+    return web.json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def _check_postgres(app: web.Application) -> str:
@@ -65,7 +67,11 @@ async def metrics_view(request: web.Request) -> web.Response:
     pool = request.app[keys.DB]
     m.pool_size.set(pool.get_size())
     m.pool_idle.set(pool.get_idle_size())
-    resp = web.Response(body=generate_latest(m.registry))
+    registry = m.registry
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # serve --workers N: every worker's samples, merged
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    resp = web.Response(body=generate_latest(registry))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
