@@ -94,13 +94,18 @@ def setup_postgres(app: web.Application) -> None:
 
 def setup_redis(app: web.Application) -> None:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: a burst (a pop for every ringing call of a 500-event batch) waits for a free
+        # connection instead of failing with "too many connections" (redis-py's default pool).
+        pool = aioredis.BlockingConnectionPool.from_url(
             app[keys.REDIS_URL],
+            max_connections=app[keys.SETTINGS].redis_pool_max,
+            timeout=2.0,
             socket_timeout=2.0,
             socket_connect_timeout=2.0,
             health_check_interval=10,
             decode_responses=False,
         )
+        client = aioredis.Redis.from_pool(pool)
         app[keys.REDIS] = client
         yield
         await client.aclose()

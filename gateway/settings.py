@@ -190,6 +190,8 @@ class Settings:
         metadata=_doc("Redis URL; empty starts an embedded Redis under data_dir.", secret=True)
     )
     data_dir: Path = dataclasses.field(metadata=_doc("Directory for the embedded stores' data."))
+    redis_pool_max: int = dataclasses.field(metadata=_doc(
+        "Most Redis connections per process; a command waits (up to 2 s) for a free one beyond that."))
     db_pool_min: int = dataclasses.field(metadata=_doc("Minimum connections in the PostgreSQL pool."))
     db_pool_max: int = dataclasses.field(metadata=_doc("Maximum connections in the PostgreSQL pool."))
     db_command_timeout: float = dataclasses.field(metadata=_doc("Seconds before a PostgreSQL command is cancelled."))

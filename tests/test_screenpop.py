@@ -284,6 +284,22 @@ async def test_a_ringing_that_cannot_be_linked_early_pops_after_its_commit(clien
     assert len(await audited_pops(db, 1)) == 1
 
 
+async def test_a_burst_of_ringing_calls_all_pop_with_few_redis_connections(aiohttp_client, database_url, redis_url,
+                                                                            tmp_path, db):
+    """100 calls ringing at once through a 4-connection Redis pool: every one is popped and audited
+    (the pool waits for a free connection, the hub builds a bounded number at once)."""
+    app = create_app(make_settings(database_url, redis_url, tmp_path, redis_pool_max=4))
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[keys.POP_HUB].subscribed.wait(), 10)
+    await put_customer(client, "C0000000001", doc())
+    calls = [ev("call.ringing", interaction_id=f"B-{n}", agent_id="8001", queue="vip",
+                identifiers=[{"kind": "phone", "value": PHONE}]) for n in range(100)]
+    results = await asyncio.gather(*(app[keys.INGEST].submit([event_from_obj(c)]) for c in calls))
+    assert all(r[0].status == "accepted" for r in results)
+    assert len(await audited_pops(db, 100)) == 100
+    assert app[keys.POP_HUB].pops_built == 100
+
+
 async def test_unidentified_and_ambiguous_callers_and_the_choice_links(aiohttp_client, settings, db):
     a, b = await two_apps(aiohttp_client, settings)
     first = await put_customer(a, "C0000000001", doc(identifiers=[{"kind": "phone", "value": SHARED_PHONE}]))

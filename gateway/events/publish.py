@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from gateway import redis_keys
 from gateway.events.model import encode
 from gateway.metrics import Metrics
+from gateway.tasks import cancel_and_wait, raise_if_cancelling
 
 log = structlog.get_logger("gateway.publish")
 
@@ -115,6 +116,7 @@ class Publisher:
                 if self.on_published is not None:
                     self.on_published(batch)
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 self._metrics.events_publish_failed.inc(len(batch))
                 for m in batch:
                     if m.get("customer_id") is not None:
@@ -135,7 +137,4 @@ class Publisher:
 
     async def stop(self) -> None:
         await self.drain()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)

@@ -161,10 +161,8 @@ INTERACTION_COLUMNS = """
 GET_INTERACTION = f"SELECT {INTERACTION_COLUMNS} FROM interactions WHERE id = $1"
 
 # Keyset pagination on (started_at, id), newest first. $2/$3: the cursor (NULL for the first page),
-# $4/$5: channel filter (NULL: all) and time window, $6: page size.
-LIST_CUSTOMER_INTERACTIONS = f"""
-SELECT {INTERACTION_COLUMNS} FROM interactions
-WHERE customer_id = $1
+# $4/$5/$6: channel filter (NULL: all) and time window, $7: page size.
+_PAGE = """
   AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
   AND ($4::text[] IS NULL OR channel = ANY($4))
   AND ($5::timestamptz IS NULL OR started_at >= $5)
@@ -173,20 +171,13 @@ ORDER BY started_at DESC, id DESC
 LIMIT $7
 """
 
+LIST_CUSTOMER_INTERACTIONS = f"SELECT {INTERACTION_COLUMNS} FROM interactions WHERE customer_id = $1 {_PAGE}"
+
 # The same page by customer number, in one statement: one row with NULL interaction columns when the
 # customer has none in the page, no row when there is no such customer.
 LIST_TIMELINE_BY_NO = f"""
 SELECT c.id AS owner_id, i.* FROM customers c
-LEFT JOIN LATERAL (
-    SELECT {INTERACTION_COLUMNS} FROM interactions
-    WHERE customer_id = c.id
-      AND ($2::timestamptz IS NULL OR (started_at, id) < ($2, $3::uuid))
-      AND ($4::text[] IS NULL OR channel = ANY($4))
-      AND ($5::timestamptz IS NULL OR started_at >= $5)
-      AND ($6::timestamptz IS NULL OR started_at < $6)
-    ORDER BY started_at DESC, id DESC
-    LIMIT $7
-) i ON true
+LEFT JOIN LATERAL (SELECT {INTERACTION_COLUMNS} FROM interactions WHERE customer_id = c.id {_PAGE}) i ON true
 WHERE c.customer_no = $1
 """
 

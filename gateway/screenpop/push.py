@@ -42,10 +42,12 @@ from gateway import redis_keys
 from gateway.errors import GatewayError
 from gateway.screenpop.model import Pop
 from gateway.screenpop.service import ScreenPopService, pop_frame
+from gateway.tasks import cancel_and_wait, raise_if_cancelling
 
 log = structlog.get_logger("gateway.screenpop.push")
 
 CLAIM_SECONDS = 300
+POPS_AT_ONCE = 32
 CLAIM_MEMO = 10_000   # claims this instance won, remembered so that their published copies cost nothing
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # voice events before the ringing: the caller is in the IVR or the queue, the agent not chosen yet
@@ -69,6 +71,8 @@ class PopHub:
         self.subscribed = asyncio.Event()
         self.pops_built = 0
         self._claimed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # pops built at once: a burst of ringing events queues here rather than for the stores' connections
+        self._building = asyncio.Semaphore(POPS_AT_ONCE)
         # test and benchmark hook: called with (agent_id, frame) after a local delivery
         self.on_delivered: Callable[[str, bytes], Awaitable[None] | None] | None = None
 
@@ -101,15 +105,7 @@ class PopHub:
         self._main = asyncio.create_task(self.run(), name="pop-hub")
 
     async def stop(self) -> None:
-        if self._main:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(self._main, *self._tasks)
         for sockets in list(self._sockets.values()):
             for ws in list(sockets):
                 await ws.close(code=1001, message=b"gateway shutting down")
@@ -126,6 +122,7 @@ class PopHub:
                     if message["type"] == "pmessage":
                         self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 self.subscribed.clear()
                 log.warning("screenpop.subscriber_lost", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
@@ -199,12 +196,13 @@ class PopHub:
                 return event, None
 
         try:
-            claimed, (event, pop) = await asyncio.gather(self._claim(claim), build())
-            if claimed and pop is None:
-                self._claimed.pop(claim, None)
-                await self._redis.delete(claim)
-            if claimed and event is not None and pop is not None:
-                await self._push(event, pop)
+            async with self._building:
+                claimed, (event, pop) = await asyncio.gather(self._claim(claim), build())
+                if claimed and pop is None:
+                    self._claimed.pop(claim, None)
+                    await self._redis.delete(claim)
+                if claimed and event is not None and pop is not None:
+                    await self._push(event, pop)
         except (RedisError, OSError, GatewayError) as exc:
             log.warning("screenpop.pop_failed", error=type(exc).__name__)
         except Exception:  # a bug must not end the subscriber; it goes to the log
@@ -216,8 +214,9 @@ class PopHub:
             claim = redis_keys.pop_claim(str(event.get("source")), str(event.get("source_event_id", event["id"])))
             if claim in self._claimed:  # popped early here: the published copy needs no round trip
                 return
-            if await self._claim(claim):
-                await self._push(event, await self._service.pop_for_ringing(event))
+            async with self._building:
+                if await self._claim(claim):
+                    await self._push(event, await self._service.pop_for_ringing(event))
         except (RedisError, OSError, GatewayError) as exc:
             log.warning("screenpop.pop_failed", agent_id=agent_id, error=type(exc).__name__)
         except Exception:  # a bug must not end the subscriber; it goes to the log

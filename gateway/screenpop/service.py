@@ -35,6 +35,7 @@ from gateway.screenpop.model import CallInfo, CandidateLine, Pop, Summary, Summa
 from gateway.screenpop.rules import AlertRule, lookback
 from gateway.screenpop.summary import FAILURE_HOURS, FAILURE_TYPES, build_summary
 from gateway.settings import Settings
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("gateway.screenpop")
 _encoder = msgspec.json.Encoder(decimal_format="string")
@@ -90,10 +91,7 @@ class ScreenPopService:
 
     async def stop(self) -> None:
         """Cancel the warm-ups in flight (before the pools close)."""
-        tasks = list(self._warming.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._warming.values())
         await self.audit_writer.stop()
 
     def _warmed(self, customer_id: int, task: asyncio.Task[SummaryFacts | None]) -> None:
