@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 
 from gateway.db.pool import execute
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger("gateway.audit")
 
@@ -69,11 +70,8 @@ class AuditWriter:
             async with asyncio.timeout(5):
                 while not self._queue.empty():
                     await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def record(self, *, actor: str, action: str, actor_role: str | None = None,
                      customer_id: int | None = None, interaction_id: uuid.UUID | None = None,

@@ -1,4 +1,4 @@
-"""Small asyncio helpers shared by the long-running loops (publisher, pop hub)."""
+"""Small asyncio helpers shared by the long-running loops (publisher, pop hub, audit writer)."""
 
 from __future__ import annotations
 

@@ -227,7 +227,7 @@ class InteractionRow:
     last_type: str | None
 
     @classmethod
-    def from_record(cls, r: asyncpg.Record) -> InteractionRow:
+    def from_record(cls, r: asyncpg.Record | dict[str, Any]) -> InteractionRow:
         d = dict(r)
         d["candidates"] = tuple(d["candidates"] or ())
         return cls(**d)
@@ -395,13 +395,8 @@ async def timeline_by_customer_no(
     )
     if not records:
         return None, []
-    rows = []
-    for r in records:
-        if r["id"] is not None:
-            d = dict(r)
-            del d["owner_id"]
-            d["candidates"] = tuple(d["candidates"] or ())
-            rows.append(InteractionRow(**d))
+    rows = [InteractionRow.from_record({k: v for k, v in r.items() if k != "owner_id"})
+            for r in records if r["id"] is not None]
     return records[0]["owner_id"], rows
 
 
