@@ -20,7 +20,7 @@ from gateway.settings import Settings, SettingsError, load_settings
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.app import create_app
-    from gateway.server import serve_app
+    from gateway.server import run_loop, serve_app
 
     if args.port is not None:
         settings = settings.replace(http_port=args.port)
@@ -41,7 +41,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
         return serve_workers(settings, workers,
                              lambda s, index: create_app(s, extra_setup=extra if index == 0 else []))
-    asyncio.run(serve_app(create_app(settings, extra_setup=extra), settings))
+    run_loop(serve_app(create_app(settings, extra_setup=extra), settings), settings)
     return 0
 
 

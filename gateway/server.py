@@ -18,7 +18,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -27,6 +28,17 @@ from prometheus_client import multiprocess
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.server")
+
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T], settings: Settings) -> T:
+    """Run ``coro`` to completion on the configured event loop (``event_loop``: uvloop or asyncio)."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 async def serve_app(
@@ -172,4 +184,4 @@ def _worker(make_app: Callable[[Settings, int], web.Application], settings: Sett
 
     values.ValueClass = values.get_value_class()  # chosen at import, before the parent set the directory
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    asyncio.run(serve_app(make_app(settings, index), settings, reuse_port=True, quiet=True))
+    run_loop(serve_app(make_app(settings, index), settings, reuse_port=True, quiet=True), settings)

@@ -177,6 +177,9 @@ class Settings:
 
     http_host: str = dataclasses.field(metadata=_doc("Address the HTTP server binds to."))
     http_port: int = dataclasses.field(metadata=_doc("TCP port of the HTTP server (0 picks a free one)."))
+    event_loop: str = dataclasses.field(metadata=_doc(
+        "`uvloop` (libuv: fewer system calls and less loop overhead per request) or `asyncio` (the "
+        "standard library's loop)."))
     http_workers: int = dataclasses.field(metadata=_doc(
         "Gateway processes serving the one port (SO_REUSEPORT: the kernel spreads connections); 0 means one "
         "per CPU core. The first also runs the AMI client, the IMAP poller and demo traffic."))
@@ -572,6 +575,8 @@ def _check_ranges(s: Settings) -> None:
         raise SettingsError(f"setting 'http_port': must be between 0 and 65535 (got {s.http_port})")
     if s.db_pool_min < 1 or s.db_pool_max < s.db_pool_min:
         raise SettingsError("setting 'db_pool_max': must be at least db_pool_min, and db_pool_min at least 1")
+    if s.event_loop not in ("uvloop", "asyncio"):
+        raise SettingsError(f"setting 'event_loop': must be uvloop or asyncio (got {s.event_loop!r})")
     if s.log_format not in ("auto", "json", "console"):
         raise SettingsError(f"setting 'log_format': must be auto, json or console (got {s.log_format!r})")
     if s.log_level not in ("debug", "info", "warning", "error"):
