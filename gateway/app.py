@@ -32,7 +32,7 @@ from gateway.events.partitions import PartitionManager
 from gateway.events.publish import Publisher
 from gateway.identity import IdentityHasher
 from gateway.metrics import create_metrics
-from gateway.middleware import access_middleware, problem_middleware, request_id_middleware
+from gateway.middleware import http_middleware
 from gateway.openapi import ApiRegistry
 from gateway.settings import PROJECT_ROOT, Settings
 from gateway.views import agent as agent_views
@@ -204,9 +204,11 @@ def setup_screenpop(app: web.Application) -> None:
         if settings.screenpop.push:
             hub.start()
             ingestor = app.get(keys.INGEST)
+            hub.prefetching = settings.screenpop.early_pop
             if settings.screenpop.early_pop and isinstance(ingestor, Ingestor):
                 ingestor.on_ringing = hub.ringing
-                app[keys.PUBLISHER].on_published = hub.prefetch
+            if keys.PUBLISHER in app:
+                app[keys.PUBLISHER].on_published = hub.committed
         yield
         await hub.stop()
         await service.stop()
@@ -286,7 +288,7 @@ def create_app(
 ) -> web.Application:
     """Build the gateway application. Nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[request_id_middleware, access_middleware, problem_middleware, policy_middleware],
+        middlewares=[http_middleware, policy_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings

@@ -49,12 +49,6 @@ def pop_channel(agent_id: str) -> str:
 POP_CHANNEL_PATTERN = PREFIX + "popch:*"
 
 
-def pop_claim(source: str, source_event_id: str) -> str:
-    """Claimed by the one instance that builds the pop of a ringing event (SET NX), by the event's dedupe
-    key: the early pop and the published copy after the commit (or a retry) claim the same key."""
-    return f"{PREFIX}popclaim:{len(source)}:{source}:{source_event_id}"
-
-
 def user_sessions(name: str) -> str:
     """The set of one user's session digests (so that disabling the user ends them all)."""
     return f"{PREFIX}user-sessions:{name}"

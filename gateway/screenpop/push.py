@@ -1,21 +1,25 @@
 """The push: ringing calls become pops on the agents' open desktops, across gateway instances.
 
-Each gateway process runs one :class:`PopHub` task holding one Redis pub/sub connection with two
-pattern subscriptions:
+A ``call.ringing`` at agent X is popped by the gateway process that committed it — the one that took the
+request, so exactly one — which builds the pop (resolve → summary → pop), delivers it to X's sockets it
+holds itself, stores it as X's current pop and publishes it on ``cg:popch:X`` (one pipelined round trip),
+then audits it. A retried ringing event is answered *duplicate* and never committed again, so it never
+pops twice.
 
-- ``cg:events:agent:*`` (published by ingest after commit): a ``call.ringing`` at agent X is
-  claimed by exactly one instance (``SET cg:popclaim:<event id> NX``), which builds the pop
-  (resolve → summary → pop), delivers it to X's sockets it holds itself, stores it as X's
-  current pop and publishes it on ``cg:popch:X`` — one pipelined round trip — then audits it.
-  Other call events of X (answered, ended, …) are forwarded to X's local sockets as small
-  ``call`` frames so the desktop can show the call's state.
-- ``cg:popch:*``: a pop built elsewhere for an agent whose socket this instance holds is sent on.
+Each process also runs one :class:`PopHub` task holding one Redis pub/sub connection with two pattern
+subscriptions:
+
+- ``cg:popch:*``: a pop built elsewhere for an agent whose socket this process holds is sent on;
+- ``cg:events:agent:*`` (published by ingest after commit): the other call events of an agent whose
+  socket this process holds (answered, ended, …) are forwarded as small ``call`` frames so the desktop
+  can show the call's state. Events of agents with no socket here are dropped unread.
 
 Two shortcuts keep the pop off the commit's critical path (see "Early ringing" in
 :mod:`gateway.events.ingest`): the ingestor hands a ringing event to :meth:`PopHub.ringing` while it
-commits (the claim by the event's dedupe key makes the published copy a no-op), and
-:meth:`PopHub.prefetch`, fed by the publisher after each committed group, warms the summary cache
-of a caller who is still in the IVR or the queue, so that the ringing finds the summary built.
+commits, and the hub builds and pushes the pop at once; :meth:`PopHub.committed`, fed by the publisher
+after each committed group, pops the ringing events that were not popped early (or whose early link
+failed) and warms the summary cache of callers still in the IVR or the queue, so that the ringing finds
+the summary built.
 
 A desktop that (re)connects first registers its socket, then gets the current pop (so a pop
 published meanwhile is at worst sent twice; the desktop ignores a pop id it already shows).
@@ -46,14 +50,14 @@ from gateway.tasks import cancel_and_wait, raise_if_cancelling
 
 log = structlog.get_logger("gateway.screenpop.push")
 
-CLAIM_SECONDS = 300
 POPS_AT_ONCE = 32
-CLAIM_MEMO = 10_000   # claims this instance won, remembered so that their published copies cost nothing
+EARLY_MEMO = 10_000   # ringing events handed over early, remembered until their committed copies come by
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # voice events before the ringing: the caller is in the IVR or the queue, the agent not chosen yet
 PREFETCH_TYPES = frozenset({"call.offered", "ivr.selection"})
 CALL_FRAME_TYPES = frozenset({"call.answered", "call.ended", "call.abandoned", "call.missed", "call.transferred",
                               "call.held", "call.resumed", "contact.wrapup"})
+PENDING, DONE, FAILED = "pending", "done", "failed"   # states of an early pop
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _AGENT_PREFIX = redis_keys.agent_channel("").encode()
@@ -70,7 +74,10 @@ class PopHub:
         self._main: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.pops_built = 0
-        self._claimed: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # (source, source_event_id) of ringing events handed over early -> PENDING, DONE, FAILED, or the
+        # committed message that came while the early pop was still pending (popped if that one fails)
+        self._early: collections.OrderedDict[tuple[str, str], str | dict[str, Any]] = collections.OrderedDict()
+        self.prefetching = True
         # pops built at once: a burst of ringing events queues here rather than for the stores' connections
         self._building = asyncio.Semaphore(POPS_AT_ONCE)
         # test and benchmark hook: called with (agent_id, frame) after a local delivery
@@ -145,28 +152,47 @@ class PopHub:
             return
         if not channel.startswith(_AGENT_PREFIX):
             return
+        agent_id = channel[len(_AGENT_PREFIX):].decode()
+        if not self.holds(agent_id):
+            return
         try:
             event = _decoder.decode(data)
         except msgspec.DecodeError:
             return
         kind = event.get("type")
-        if kind == "call.ringing" and event.get("agent_id"):
-            self._spawn(self._on_ringing(event))
-        elif kind in CALL_FRAME_TYPES and self.holds(agent_id := channel[len(_AGENT_PREFIX):].decode()):
+        if kind in CALL_FRAME_TYPES:
             frame = _encoder.encode({"type": "call", "event": kind, "interaction_id": event.get("interaction_id"),
                                      "occurred_at": event.get("occurred_at")})
             self._spawn(self._deliver(agent_id, frame))
 
     def ringing(self, source: str, source_event_id: str, linked: Awaitable[dict[str, Any] | None]) -> None:
-        """A ringing event about to commit (the ingestor's ``on_ringing``): claim it while ``linked`` links it,
-        build the pop at once and push it. The claim is nearly always won (the published copy comes after
-        the commit); if linking fails, the claim is released so that the published copy pops instead."""
-        self._spawn(self._on_early(redis_keys.pop_claim(source, source_event_id), linked))
+        """A ringing event about to commit (the ingestor's ``on_ringing``): build its pop as soon as ``linked``
+        has linked it, and push it. If linking or building fails, the committed copy pops instead."""
+        key = (source, source_event_id)
+        if self._early.get(key) == DONE:  # a retry of a ringing event popped already
+            if asyncio.iscoroutine(linked):
+                linked.close()
+            return
+        self._early[key] = PENDING
+        if len(self._early) > EARLY_MEMO:
+            self._early.popitem(last=False)
+        self._spawn(self._on_early(key, linked))
 
-    def prefetch(self, events: Sequence[dict[str, Any]]) -> None:
-        """Committed events (the publisher's ``on_published``): warm the summary of callers still queued."""
+    def committed(self, events: Sequence[dict[str, Any]]) -> None:
+        """Committed and published events (the publisher's ``on_published``): pop the ringing events not
+        popped early, and warm the summaries of callers still queued."""
         for e in events:
-            if e.get("type") in PREFETCH_TYPES and e.get("identification") == "identified" and e.get("customer_id"):
+            kind = e.get("type")
+            if kind == "call.ringing" and e.get("agent_id"):
+                key = (str(e.get("source")), str(e.get("source_event_id")))
+                state = self._early.get(key)
+                if state == PENDING:
+                    self._early[key] = e           # the early pop decides: if it fails, this copy pops
+                elif state != DONE:
+                    self._early.pop(key, None)
+                    self._spawn(self._on_ringing(e))
+            elif (self.prefetching and kind in PREFETCH_TYPES and e.get("identification") == "identified"
+                  and e.get("customer_id")):
                 self._service.warm(int(e["customer_id"]))
 
     async def _deliver(self, agent_id: str, frame: bytes) -> None:
@@ -176,50 +202,35 @@ class PopHub:
             if result is not None:
                 await result
 
-    async def _claim(self, claim: str) -> bool:
-        if not await self._redis.set(claim, self.instance, nx=True, ex=CLAIM_SECONDS):
-            return False
-        self._claimed[claim] = None
-        if len(self._claimed) > CLAIM_MEMO:
-            self._claimed.popitem(last=False)
-        return True
-
-    async def _on_early(self, claim: str, linked: Awaitable[dict[str, Any] | None]) -> None:
-        async def build() -> tuple[dict[str, Any] | None, Pop | None]:
-            event = await linked
-            if event is None:
-                return None, None
-            try:
-                return event, await self._service.pop_for_ringing(event)
-            except (RedisError, OSError, GatewayError) as exc:
-                log.warning("screenpop.early_pop_failed", error=type(exc).__name__)
-                return event, None
-
+    async def _on_early(self, key: tuple[str, str], linked: Awaitable[dict[str, Any] | None]) -> None:
+        pushed = False
         try:
             async with self._building:
-                claimed, (event, pop) = await asyncio.gather(self._claim(claim), build())
-                if claimed and pop is None:
-                    self._claimed.pop(claim, None)
-                    await self._redis.delete(claim)
-                if claimed and event is not None and pop is not None:
-                    await self._push(event, pop)
+                event = await linked
+                if event is not None:
+                    await self._push(event, await self._service.pop_for_ringing(event))
+                    pushed = True
         except (RedisError, OSError, GatewayError) as exc:
-            log.warning("screenpop.pop_failed", error=type(exc).__name__)
-        except Exception:  # a bug must not end the subscriber; it goes to the log
+            log.warning("screenpop.early_pop_failed", error=type(exc).__name__)
+        except Exception:  # a bug must not end the hub; it goes to the log
             log.exception("screenpop.pop_crashed")
+        state = self._early.get(key)
+        if pushed:
+            self._early[key] = DONE
+        elif isinstance(state, dict):  # committed meanwhile: pop that copy
+            self._early.pop(key, None)
+            await self._on_ringing(state)
+        else:
+            self._early[key] = FAILED
 
     async def _on_ringing(self, event: dict[str, Any]) -> None:
         agent_id = str(event["agent_id"])
         try:
-            claim = redis_keys.pop_claim(str(event.get("source")), str(event.get("source_event_id", event["id"])))
-            if claim in self._claimed:  # popped early here: the published copy needs no round trip
-                return
             async with self._building:
-                if await self._claim(claim):
-                    await self._push(event, await self._service.pop_for_ringing(event))
+                await self._push(event, await self._service.pop_for_ringing(event))
         except (RedisError, OSError, GatewayError) as exc:
             log.warning("screenpop.pop_failed", agent_id=agent_id, error=type(exc).__name__)
-        except Exception:  # a bug must not end the subscriber; it goes to the log
+        except Exception:  # a bug must not end the hub; it goes to the log
             log.exception("screenpop.pop_crashed", agent_id=agent_id)
 
     async def _push(self, event: dict[str, Any], pop: Pop) -> None:
