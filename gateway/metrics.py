@@ -8,6 +8,7 @@ gauges are reported per worker ``pid``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -24,6 +25,24 @@ class Metrics:
     events_ingested: Counter
     events_publish_failed: Counter
     quarantined: Counter
+    # label children, looked up once: labels() takes a lock and builds its key on every call
+    _children: dict[tuple[Any, ...], Any] = dataclasses.field(default_factory=dict)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = ("http", route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (route, method, str(status))
+            children = self._children[key] = (self.http_requests.labels(*labels), self.http_latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_event(self, channel: str, outcome: str) -> None:
+        key = ("event", channel, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.events_ingested.labels(channel, outcome)
+        child.inc()
 
 
 def create_metrics() -> Metrics:

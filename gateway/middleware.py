@@ -73,51 +73,46 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Take X-Request-ID when it is sane, else make one; bind it to every log line; echo it back."""
+async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What every request goes through, in one frame (three middlewares cost a fifth of a small request):
+
+    - the request id: ``X-Request-ID`` when it is sane, else a new one; bound to every log line and
+      echoed back;
+    - every error as an RFC 9457 problem (unexpected ones as a 500 carrying only the request id);
+    - the request counted and timed by route, and one access log line.
+    """
+    start = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     rid = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=rid)
+    status = 500
     try:
-        resp = await handler(request)
-    except web.HTTPException as exc:
+        resp = await _problems(request, handler)
+        status = resp.status
+    except web.HTTPException as exc:  # redirects and the like
+        status = exc.status
         exc.headers[REQUEST_ID_HEADER] = rid
         raise
+    finally:
+        _account(request, status, time.perf_counter() - start)
     if not resp.prepared:
         resp.headers[REQUEST_ID_HEADER] = rid
     return resp
 
 
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route; write one access log line."""
-    start = time.perf_counter()
-    status = 500
-    try:
-        resp = await handler(request)
-        status = resp.status
-        return resp
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        elapsed = time.perf_counter() - start
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "<unmatched>"
-        app = request.app
-        metrics = app[keys.METRICS]
-        labels = (route, request.method, str(status))
-        metrics.http_requests.labels(*labels).inc()
-        metrics.http_latency.labels(*labels).observe(elapsed)
-        if app[keys.SETTINGS].access_log:
-            log.info("http.request", method=request.method, route=route, path=request.path,
-                     status=status, ms=round(elapsed * 1000, 2))
+def _account(request: web.Request, status: int, elapsed: float) -> None:
+    info = request.match_info.route.resource
+    route = info.canonical if info is not None else "<unmatched>"
+    app = request.app
+    app[keys.METRICS].observe_request(route, request.method, status, elapsed)
+    if app[keys.SETTINGS].access_log:
+        log.info("http.request", method=request.method, route=route, path=request.path,
+                 status=status, ms=round(elapsed * 1000, 2))
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into an RFC 9457 problem; unexpected ones into a 500 with only the request id."""
     try:
         return await handler(request)

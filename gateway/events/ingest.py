@@ -255,7 +255,7 @@ class Ingestor:
         for p in prepared:
             if isinstance(p, IngestResult):
                 out.append(p)
-                self._metrics.events_ingested.labels("-", "rejected").inc()
+                self._metrics.count_event("-", "rejected")
                 continue
             result = committed.results[p.key]
             if p.key in seen or (result.status == "accepted" and committed.first[p.key] is not p):
@@ -265,7 +265,7 @@ class Ingestor:
                                       result.customer_id)
             seen[p.key] = result
             out.append(result)
-            self._metrics.events_ingested.labels(p.event.channel, result.status).inc()
+            self._metrics.count_event(p.event.channel, result.status)
         return out
 
     # -- early ringing (see the module docstring) ---------------------------------------------------------
