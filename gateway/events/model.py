@@ -2,7 +2,7 @@
 
 Validated on the hot path with msgspec (see README "Why msgspec"): decoding
 JSON straight into these frozen structs checks types, lengths, enums and
-timezone-awareness in one pass. :func:`decode_event` / :func:`decode_events`
+timezone-awareness in one pass. :func:`decode_event` / :func:`decode_plain`
 turn raw bytes into events or a :class:`gateway.errors.ValidationFailed` whose
 ``errors`` name each bad field with a JSON path (``identifiers[0].kind``).
 
@@ -91,6 +91,9 @@ class StoredEvent(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 _event_decoder = msgspec.json.Decoder(ContactEvent)
+# POST /v1/events in plain JSON: one event decoded straight into the struct, or a batch whose items are
+# kept raw and decoded one by one (so that one bad event is rejected alone, with its own path)
+_plain_decoder = msgspec.json.Decoder(ContactEvent | list[msgspec.Raw])
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _convert_path = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -112,10 +115,13 @@ def field_from_msgspec(message: str) -> tuple[str, str]:
     return path, text
 
 
-def check_event(event: ContactEvent, prefix: str = "") -> ContactEvent:
-    """Rules msgspec cannot express: a known type, bounded attributes."""
+def check_event(event: ContactEvent, prefix: str = "", encoded_size: int | None = None) -> ContactEvent:
+    """Rules msgspec cannot express: a known type, bounded attributes (``encoded_size``: the length of
+    the event's JSON when known, which bounds its attributes')."""
     if event.type not in EVENT_TYPES:
         raise ValidationFailed.field(prefix + "type", f"unknown event type {event.type!r}")
+    if encoded_size is not None and encoded_size <= MAX_ATTRIBUTES_BYTES:
+        return event
     if event.attributes and len(_encoder.encode(event.attributes)) > MAX_ATTRIBUTES_BYTES:
         raise ValidationFailed.field(prefix + "attributes", f"larger than {MAX_ATTRIBUTES_BYTES} bytes")
     return event
@@ -131,16 +137,28 @@ def event_from_obj(obj: Any, prefix: str = "") -> ContactEvent:
     return check_event(event, prefix)
 
 
-def decode_event(body: bytes) -> ContactEvent:
-    """Decode and validate one JSON event from bytes."""
+def decode_event(body: bytes | msgspec.Raw, prefix: str = "") -> ContactEvent:
+    """Decode and validate one JSON event from bytes (``prefix``: its path in a batch)."""
     try:
         event = _event_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        field, message = field_from_msgspec(str(exc))
+        raise ValidationFailed.field(prefix + field if field else prefix.rstrip(".") or "body", message) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"invalid JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON"}]) from None
+    return check_event(event, prefix, len(body))
+
+
+def decode_plain(body: bytes) -> ContactEvent | list[msgspec.Raw]:
+    """A plain JSON body: one event, validated; or a batch, its events still raw (see :func:`decode_event`)."""
+    try:
+        decoded = _plain_decoder.decode(body)
     except msgspec.ValidationError as exc:
         field, message = field_from_msgspec(str(exc))
         raise ValidationFailed.field(field or "body", message) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"invalid JSON: {exc}", errors=[{"field": "body", "message": "invalid JSON"}]) from None
-    return check_event(event)
+    return decoded if isinstance(decoded, list) else check_event(decoded, "", len(body))
 
 
 def decode_json(body: bytes) -> Any:

@@ -33,8 +33,9 @@ from gateway.events import cloudevents, links, store
 from gateway.events.model import (
     MAX_BATCH,
     ContactEvent,
+    decode_event,
     decode_json,
-    event_from_obj,
+    decode_plain,
     field_from_msgspec,
     json_schema,
 )
@@ -85,7 +86,9 @@ async def post_events(request: web.Request) -> web.Response:
     if ctype not in (JSON, CE_JSON, CE_BATCH):
         raise UnsupportedMediaType(f"Content-Type {ctype or '(none)'} is not accepted; use {JSON}, {CE_JSON} "
                                    f"or {CE_BATCH}", errors=[{"field": "Content-Type", "message": "unsupported"}])
-    parsed = decode_json(body)
+    is_ce = ctype in (CE_JSON, CE_BATCH)
+    # plain JSON is decoded straight into events; CloudEvents are mapped from decoded objects
+    parsed: Any = decode_plain(body) if ctype == JSON and not binary else decode_json(body)
     batch = isinstance(parsed, list) and not binary
     if ctype == CE_BATCH and not batch:
         raise ValidationFailed.field("body", "a CloudEvents batch is a JSON array")
@@ -95,7 +98,6 @@ async def post_events(request: web.Request) -> web.Response:
     if batch and not parsed:
         raise ValidationFailed.field("body", "an empty batch")
     items = parsed if batch else [parsed]
-    is_ce = ctype in (CE_JSON, CE_BATCH)
 
     events: list[ContactEvent] = []
     slots: list[IngestResult | int] = []
@@ -106,8 +108,10 @@ async def post_events(request: web.Request) -> web.Response:
                 event = cloudevents.from_binary(request.headers, obj)
             elif is_ce:
                 event = cloudevents.from_cloudevent(obj, prefix)
+            elif isinstance(obj, msgspec.Raw):
+                event = decode_event(obj, prefix)
             else:
-                event = event_from_obj(obj, prefix)
+                event = obj
             _authorise(principal, event, prefix)
         except ValidationFailed as exc:
             if not batch:
@@ -115,7 +119,8 @@ async def post_events(request: web.Request) -> web.Response:
                         "message"]:
                     raise Forbidden(exc.errors[0]["message"], errors=exc.errors) from None
                 raise
-            slots.append(_reject(exc, _sid(obj, "id" if is_ce else "source_event_id")))
+            raw = decode_json(obj) if isinstance(obj, msgspec.Raw) else obj
+            slots.append(_reject(exc, _sid(raw, "id" if is_ce else "source_event_id")))
             continue
         slots.append(len(events))
         events.append(event)
