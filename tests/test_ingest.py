@@ -259,6 +259,37 @@ async def test_concurrent_posts_group_commit_and_concurrent_duplicates(client, d
     assert await db.fetchval("SELECT count(*) FROM events WHERE source_event_id = 'same-1'") == 1
 
 
+async def test_a_new_group_is_one_statement_and_a_retry_among_it_the_careful_way(client, db, monkeypatch):
+    """New events are stored by one statement; a group holding an event stored already fails that statement
+    with nothing written, then commits statement by statement: the new ones accepted once, the old one a
+    duplicate with the original's id, and the interactions counted once per event."""
+    from gateway.events import store
+
+    careful = []
+    insert_keys = store.insert_keys
+
+    async def counting(conn, rows):
+        careful.append(len(rows))
+        return await insert_keys(conn, rows)
+
+    monkeypatch.setattr(store, "insert_keys", counting)
+    first = event("call.offered", sid="f-1", interaction_id="call-f")
+    resp = await client.post("/v1/events", json=first, headers=CTI_KEY)
+    assert resp.status == 201 and careful == [], "a new event takes the one-statement way"
+    original = (await resp.json())["event_id"]
+
+    batch = [event("call.ringing", sid="f-2", interaction_id="call-f", agent_id="8001"), first,
+             event("call.answered", sid="f-3", interaction_id="call-f", agent_id="8001")]
+    resp = await client.post("/v1/events", json=batch, headers=CTI_KEY)
+    body = await resp.json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "duplicate", "accepted"]
+    assert body["results"][1]["event_id"] == original
+    assert careful == [3], "the group with a retried event went the careful way"
+    assert await count(db) == 3 and await count(db, "event_keys") == 3
+    row = await db.fetchrow("SELECT event_count, status FROM interactions")
+    assert (row["event_count"], row["status"]) == (3, "answered")
+
+
 async def test_schema_document(client):
     resp = await client.get("/v1/schema/contact-event.json")
     assert resp.status == 200

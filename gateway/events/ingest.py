@@ -23,6 +23,11 @@ Inside the transaction:
 5. an ``identity.linked`` event that resolves to one customer teaches the
    gateway its device ids, and earlier interactions carrying them are linked.
 
+The usual group — no retried event, no ``identity.linked`` — takes a shorter way with the same result:
+its identifiers are resolved, then keys, events and interactions are written by **one statement**, its
+own transaction (``store.COMMIT_FRESH``). Its key insert has no ``ON CONFLICT``, so an event stored
+already fails the whole statement, which wrote nothing, and the group is committed as above.
+
 After commit the events are offered to the :class:`Publisher` (Redis), which
 never blocks ingest.
 
@@ -343,6 +348,16 @@ class Ingestor:
         for p in items:
             unique.setdefault(p.key, p)
         ordered = sorted(unique.values(), key=lambda p: p.key)
+        if not any(p.event.type == "identity.linked" for p in ordered):
+            try:
+                async with self._pool.acquire() as conn:
+                    return self._committed(unique, ordered, {}, await self._commit_fresh(conn, ordered))
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != store.FRESH_KEY_CONSTRAINT:
+                    raise
+                for p in ordered:  # a duplicate among them: nothing was stored; the careful way below
+                    p.customer_id, p.identification, p.candidates, p.strength, p.linked_by = (
+                        None, "unidentified", (), 0, None)
         async with self._pool.acquire() as conn, conn.transaction():
             new_keys = await store.insert_keys(conn, [
                 (p.key[0], p.key[1], p.event_id, p.event.occurred_at, p.interaction_id) for p in ordered
@@ -357,6 +372,21 @@ class Ingestor:
                 links = await store.interaction_links(conn, sorted({p.interaction_id for p in fresh}))
             else:
                 links = {}
+        return self._committed(unique, fresh, old, links)
+
+    async def _commit_fresh(self, conn: asyncpg.Connection, items: list[Prepared]
+                            ) -> dict[uuid.UUID, tuple[int | None, str]]:
+        """The usual group — no duplicates, nothing to learn — in two round trips: resolve its identifiers,
+        then store everything in one statement (its own transaction). Resolving just before rather than
+        inside the transaction sees the same: at READ COMMITTED every statement reads what is committed
+        when it starts."""
+        await self._resolve(conn, items)
+        return await store.commit_fresh(conn, self._event_columns(items), self._interaction_rows(items))
+
+    def _committed(self, unique: dict[tuple[str, str], Prepared], fresh: list[Prepared],
+                   old: dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]],
+                   links: dict[uuid.UUID, tuple[int | None, str]]) -> _Committed:
+        """The results of a committed group; its new events offered to the publisher."""
         results: dict[tuple[str, str], IngestResult] = {}
         messages = []
         for p in fresh:

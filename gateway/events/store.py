@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -101,6 +102,22 @@ ON CONFLICT (id) DO UPDATE SET
     event_count = i.event_count + excluded.event_count,
     last_type = CASE WHEN excluded.last_event_at >= i.last_event_at THEN excluded.last_type ELSE i.last_type END,
     updated_at = now()
+"""
+
+# A group of events none of which is a duplicate, in ONE statement (so one implicit transaction and one
+# round trip): their dedupe keys (without ON CONFLICT: a key already stored fails the whole statement with
+# a unique violation on event_keys_pkey, and the group goes the statement-by-statement way instead), the
+# events, and the interactions, whose links after the upsert come back.
+FRESH_KEY_CONSTRAINT = "event_keys_pkey"
+_UPSERT_AFTER_EVENTS = re.sub(r"[$](\d+)", lambda m: f"${int(m.group(1)) + 19}", UPSERT_INTERACTION)
+COMMIT_FRESH = f"""
+WITH k AS (
+    INSERT INTO event_keys (source, source_event_id, event_id, occurred_at, interaction_id)
+    SELECT * FROM unnest($4::text[], $5::text[], $1::uuid[], $2::timestamptz[], $8::uuid[])
+), e AS ({INSERT_EVENTS}),
+upserted AS ({_UPSERT_AFTER_EVENTS}
+    RETURNING id, customer_id, identification)
+SELECT id, customer_id, identification FROM upserted
 """
 
 SELECT_INTERACTION_LINKS = """
@@ -310,6 +327,16 @@ async def upsert_interactions(conn: asyncpg.Connection, rows: Sequence[tuple[Any
     """Upsert a group of interactions in one statement; rows are unique by id and sorted by it."""
     cols = [list(c) for c in zip(*rows, strict=True)]
     await execute(conn, "interactions.upsert", UPSERT_INTERACTION, *cols)
+
+
+async def commit_fresh(conn: asyncpg.Connection, event_columns: Sequence[list[Any]],
+                       interaction_rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, tuple[int | None, str]]:
+    """Store a group of new events and their interactions in one statement (see ``COMMIT_FRESH``); return
+    each interaction's link after it. Raises ``asyncpg.UniqueViolationError`` (constraint
+    ``FRESH_KEY_CONSTRAINT``), with nothing stored, when one of the events is stored already."""
+    cols = [list(c) for c in zip(*interaction_rows, strict=True)]
+    records = await fetch(conn, "events.commit_fresh", COMMIT_FRESH, *event_columns, *cols)
+    return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
 
 
 async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]

@@ -169,7 +169,7 @@ class PopHub:
         """A ringing event about to commit (the ingestor's ``on_ringing``): build its pop as soon as ``linked``
         has linked it, and push it. If linking or building fails, the committed copy pops instead."""
         key = (source, source_event_id)
-        if self._early.get(key) == DONE:  # a retry of a ringing event popped already
+        if key in self._early:  # a retry of a ringing event handed over already
             if asyncio.iscoroutine(linked):
                 linked.close()
             return
