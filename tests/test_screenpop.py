@@ -300,6 +300,25 @@ async def test_a_burst_of_ringing_calls_all_pop_with_few_redis_connections(aioht
     assert app[keys.POP_HUB].pops_built == 100
 
 
+async def test_a_call_replayed_whole_in_one_batch_does_not_pop(client, db):
+    """A CTI replaying finished calls: a ringing committed together with its call's end pops nobody (and
+    audits nothing); a call still ringing in the same batch pops."""
+    app = client.server.app
+    await asyncio.wait_for(app[keys.POP_HUB].subscribed.wait(), 10)
+    await put_customer(client, "C0000000001", doc())
+    done = [*ringing("R-1"), ev("call.answered", interaction_id="R-1", agent_id="8001"),
+            ev("call.ended", interaction_id="R-1", agent_id="8001")]
+    live = ringing("R-2")
+    async with client.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
+        results = await ingest(app, *done, *live)
+        pop = (await next_frame(ws))["pop"]
+        assert pop["interaction_id"] == results[-1].interaction_id
+        await app[keys.PUBLISHER].drain()
+        await asyncio.sleep(0.3)
+    assert app[keys.POP_HUB].pops_built == 1
+    assert len(await audited_pops(db, 1)) == 1
+
+
 async def test_unidentified_and_ambiguous_callers_and_the_choice_links(aiohttp_client, settings, db):
     a, b = await two_apps(aiohttp_client, settings)
     first = await put_customer(a, "C0000000001", doc(identifiers=[{"kind": "phone", "value": SHARED_PHONE}]))

@@ -92,6 +92,7 @@ _STATUS = {
 }
 
 
+@functools.lru_cache(maxsize=IDENTIFY_CACHE)  # a call's events, and a thread's messages, share it
 def interaction_uuid(source: str, external_id: str) -> uuid.UUID:
     """The interaction's id: computable in-process from the channel's own key."""
     if external_id.startswith(INTERNAL_INTERACTION_PREFIX):
@@ -203,8 +204,10 @@ class Ingestor:
             return str(exc)
         return mask(kind, normalized), self._hasher.all_digests(kind, normalized)
 
-    def prepare(self, event: ContactEvent, index: int = 0) -> Prepared | IngestResult:
-        if b"\\u0000" in encode(event):  # PostgreSQL stores no U+0000 in text or jsonb: refuse, naming the field
+    def prepare(self, event: ContactEvent, received_at: dt.datetime, nul_free: bool = False
+                ) -> Prepared | IngestResult:
+        # PostgreSQL stores no U+0000 in text or jsonb: refuse, naming the field
+        if not nul_free and b"\\u0000" in encode(event):
             field = nul_field(msgspec.to_builtins(event))
             if field:
                 return IngestResult("rejected", event.source_event_id, field=field,
@@ -226,7 +229,7 @@ class Ingestor:
             event=event,
             key=(event.source, event.source_event_id),
             event_id=new_id(),
-            received_at=self._clock.now(),
+            received_at=received_at,
             interaction_id=interaction_uuid(event.source, external),
             external_interaction_id=external,
             kind=interaction_kind(event),
@@ -236,9 +239,12 @@ class Ingestor:
         )
 
     # -- the sink ---------------------------------------------------------------------------------------
-    async def submit(self, events: Sequence[ContactEvent]) -> list[IngestResult]:
-        """Store the events; return one result per event after the commit (see the module docstring)."""
-        prepared: list[Prepared | IngestResult] = [self.prepare(e, i) for i, e in enumerate(events)]
+    async def submit(self, events: Sequence[ContactEvent], *, nul_free: bool = False) -> list[IngestResult]:
+        """Store the events; return one result per event after the commit (see the module docstring).
+        ``nul_free``: the caller has seen that no string of the events holds U+0000 (which PostgreSQL
+        cannot store), e.g. in the JSON they were decoded from."""
+        received_at = self._clock.now()
+        prepared: list[Prepared | IngestResult] = [self.prepare(e, received_at, nul_free) for e in events]
         items = [p for p in prepared if isinstance(p, Prepared)]
         committed = _Committed({}, {})
         if items:
@@ -392,9 +398,10 @@ class Ingestor:
         for p in fresh:
             # the interaction's link after this commit: a later event may have identified an earlier one
             customer_id, identification = links.get(p.interaction_id, (p.customer_id, p.identification))
-            results[p.key] = IngestResult("accepted", p.event.source_event_id, str(p.event_id),
-                                          str(p.interaction_id), customer_id)
-            messages.append(self._message(p, customer_id, identification))
+            message = self._message(p, customer_id, identification)
+            results[p.key] = IngestResult("accepted", p.event.source_event_id, message["id"],
+                                          message["interaction_id"], customer_id)
+            messages.append(message)
         for key, (event_id, interaction_id) in old.items():
             results[key] = IngestResult("duplicate", key[1], str(event_id), str(interaction_id))
         if self._publisher is not None:

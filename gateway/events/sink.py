@@ -50,6 +50,7 @@ class IngestResult:
 
 
 class EventSink(Protocol):
-    async def submit(self, events: Sequence[ContactEvent]) -> list[IngestResult]:
-        """Validate, resolve, store and publish; return after commit, one result per event."""
+    async def submit(self, events: Sequence[ContactEvent], *, nul_free: bool = False) -> list[IngestResult]:
+        """Validate, resolve, store and publish; return after commit, one result per event. ``nul_free``:
+        the caller has seen that no string of the events holds U+0000 (in the JSON they came from)."""
         ...

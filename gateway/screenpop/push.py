@@ -55,6 +55,7 @@ EARLY_MEMO = 10_000   # ringing events handed over early, remembered until their
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0
 # voice events before the ringing: the caller is in the IVR or the queue, the agent not chosen yet
 PREFETCH_TYPES = frozenset({"call.offered", "ivr.selection"})
+CALL_OVER_TYPES = frozenset({"call.ended", "call.abandoned"})
 CALL_FRAME_TYPES = frozenset({"call.answered", "call.ended", "call.abandoned", "call.missed", "call.transferred",
                               "call.held", "call.resumed", "contact.wrapup"})
 PENDING, DONE, FAILED = "pending", "done", "failed"   # states of an early pop
@@ -180,10 +181,12 @@ class PopHub:
 
     def committed(self, events: Sequence[dict[str, Any]]) -> None:
         """Committed and published events (the publisher's ``on_published``): pop the ringing events not
-        popped early, and warm the summaries of callers still queued."""
+        popped early, and warm the summaries of callers still queued. A call that ended in the same group
+        (a CTI replaying its calls) is over: its ringing does not pop, as no agent can take it."""
+        over = {e.get("interaction_id") for e in events if e.get("type") in CALL_OVER_TYPES}
         for e in events:
             kind = e.get("type")
-            if kind == "call.ringing" and e.get("agent_id"):
+            if kind == "call.ringing" and e.get("agent_id") and e.get("interaction_id") not in over:
                 key = (str(e.get("source")), str(e.get("source_event_id")))
                 state = self._early.get(key)
                 if state == PENDING:

@@ -125,7 +125,9 @@ async def post_events(request: web.Request) -> web.Response:
         slots.append(len(events))
         events.append(event)
 
-    results = await request.app[keys.INGEST].submit(events) if events else []
+    # plain JSON carries U+0000 only escaped: without that escape in the body no event holds one
+    nul_free = ctype == JSON and not binary and b"\\u0000" not in body
+    results = await request.app[keys.INGEST].submit(events, nul_free=nul_free) if events else []
     ordered = [results[s] if isinstance(s, int) else s for s in slots]
     if not batch:
         r = ordered[0]
