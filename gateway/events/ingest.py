@@ -372,7 +372,7 @@ class Ingestor:
             old = await store.select_keys(conn, [p.key for p in ordered if p.key not in new_keys])
             if fresh:
                 await self._resolve(conn, fresh)
-                await store.insert_events(conn, self._event_columns(fresh))
+                await store.insert_events(conn, self._event_rows(fresh))
                 await store.upsert_interactions(conn, self._interaction_rows(fresh))
                 await self._learn(conn, fresh)
                 links = await store.interaction_links(conn, sorted({p.interaction_id for p in fresh}))
@@ -387,7 +387,7 @@ class Ingestor:
         inside the transaction sees the same: at READ COMMITTED every statement reads what is committed
         when it starts."""
         await self._resolve(conn, items)
-        return await store.commit_fresh(conn, self._event_columns(items), self._interaction_rows(items))
+        return await store.commit_fresh(conn, self._event_rows(items), self._interaction_rows(items))
 
     def _committed(self, unique: dict[tuple[str, str], Prepared], fresh: list[Prepared],
                    old: dict[tuple[str, str], tuple[uuid.UUID, uuid.UUID]],
@@ -430,17 +430,11 @@ class Ingestor:
 
     # -- rows -----------------------------------------------------------------------------------------------
     @staticmethod
-    def _event_columns(items: Sequence[Prepared]) -> list[list[Any]]:
-        cols: list[list[Any]] = [[] for _ in range(19)]
-        for p in items:
-            e = p.event
-            row = (p.event_id, e.occurred_at, p.received_at, e.source, e.source_event_id, e.channel, e.type,
-                   p.interaction_id, p.external_interaction_id, p.customer_id, p.identification,
-                   encode(p.identifiers).decode(), e.agent_id, e.queue, e.direction, e.subject, e.outcome,
-                   e.reason, encode(e.attributes).decode())
-            for c, v in zip(cols, row, strict=True):
-                c.append(v)
-        return cols
+    def _event_rows(items: Sequence[Prepared]) -> list[tuple[Any, ...]]:
+        return [(p.event_id, p.event.occurred_at, p.received_at, p.event.source, p.event.source_event_id,
+                 p.event.channel, p.event.type, p.interaction_id, p.external_interaction_id, p.customer_id,
+                 p.identification, p.identifiers, p.event.agent_id, p.event.queue, p.event.direction,
+                 p.event.subject, p.event.outcome, p.event.reason, p.event.attributes) for p in items]
 
     @staticmethod
     def _interaction_rows(items: Sequence[Prepared]) -> list[tuple[Any, ...]]:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from gateway.customers.version import VERSION_LATERAL, version_token
 from gateway.db.pool import execute, executemany, fetch, fetchrow
+
+_rows_encoder = msgspec.json.Encoder()
 
 INSERT_KEYS = """
 INSERT INTO event_keys (source, source_event_id, event_id, occurred_at, interaction_id)
@@ -38,19 +40,17 @@ SELECT c.digest, c.customer_id FROM (SELECT DISTINCT d FROM unnest($1::bytea[]) 
 JOIN customer_identifiers c ON c.digest = q.d
 """
 
-INSERT_EVENTS = """
-INSERT INTO events (id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id,
-                    external_interaction_id, customer_id, identification, identifiers, agent_id, queue,
-                    direction, subject, outcome, reason, attributes)
-SELECT id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id, external_id,
-       customer_id, identification, identifiers::jsonb, agent_id, queue, direction, subject, outcome, reason,
-       attributes::jsonb
-FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::uuid[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[],
-            $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[])
-     AS t(id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id, external_id,
-          customer_id, identification, identifiers, agent_id, queue, direction, subject, outcome, reason,
-          attributes)
+# Rows travel as ONE parameter, a JSON array of arrays (encoded by msgspec, parsed by PostgreSQL): for a
+# group of 500 events that cost a third of the client CPU of one array parameter per column, with no more
+# work on the server (PostgreSQL 15, this machine). Per-row arrays are array literals in a JSON string.
+EVENT_COLUMNS_INSERTED = """id, occurred_at, received_at, source, source_event_id, channel, type, interaction_id,
+    external_interaction_id, customer_id, identification, identifiers, agent_id, queue, direction, subject,
+    outcome, reason, attributes"""
+_EVENT_VALUES = """(r->>0)::uuid, (r->>1)::timestamptz, (r->>2)::timestamptz, r->>3, r->>4, r->>5, r->>6,
+    (r->>7)::uuid, r->>8, (r->>9)::bigint, r->>10, r->11, r->>12, r->>13, r->>14, r->>15, r->>16, r->>17, r->18"""
+INSERT_EVENTS = f"""
+INSERT INTO events ({EVENT_COLUMNS_INSERTED})
+SELECT {_EVENT_VALUES} FROM jsonb_array_elements($1::text::jsonb) AS r
 """
 
 # One row per interaction touched by a batch (aggregated in Python first, sorted by id so that
@@ -61,16 +61,11 @@ INSERT INTO interactions AS i (
     id, source, external_id, kind, channel, customer_id, identification, candidates, link_strength, linked_by,
     identifier_digests, status, state_rank, started_at, answered_at, ended_at, last_event_at, talk_seconds,
     hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type)
-SELECT id, source, external_id, kind, channel, customer_id, identification, candidates::bigint[], link_strength,
-       linked_by, digests::bytea[], status, state_rank, started_at, answered_at, ended_at, last_event_at,
-       talk_seconds, hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
-            $9::smallint[], $10::text[], $11::text[], $12::text[], $13::smallint[], $14::timestamptz[],
-            $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::float8[], $19::float8[], $20::text[],
-            $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::int[], $27::text[])
-     AS t(id, source, external_id, kind, channel, customer_id, identification, candidates, link_strength, linked_by,
-          digests, status, state_rank, started_at, answered_at, ended_at, last_event_at, talk_seconds,
-          hold_seconds, agent_id, queue, direction, subject, outcome, reason, event_count, last_type)
+SELECT (r->>0)::uuid, r->>1, r->>2, r->>3, r->>4, (r->>5)::bigint, r->>6, (r->>7)::bigint[], (r->>8)::smallint,
+       r->>9, (r->>10)::bytea[], r->>11, (r->>12)::smallint, (r->>13)::timestamptz, (r->>14)::timestamptz,
+       (r->>15)::timestamptz, (r->>16)::timestamptz, (r->>17)::float8, (r->>18)::float8, r->>19, r->>20, r->>21,
+       r->>22, r->>23, r->>24, (r->>25)::int, r->>26
+FROM jsonb_array_elements($1::text::jsonb) AS r
 ON CONFLICT (id) DO UPDATE SET
     customer_id = CASE WHEN excluded.link_strength > i.link_strength THEN excluded.customer_id ELSE i.customer_id END,
     identification = CASE WHEN excluded.link_strength > i.link_strength
@@ -109,13 +104,15 @@ ON CONFLICT (id) DO UPDATE SET
 # a unique violation on event_keys_pkey, and the group goes the statement-by-statement way instead), the
 # events, and the interactions, whose links after the upsert come back.
 FRESH_KEY_CONSTRAINT = "event_keys_pkey"
-_UPSERT_AFTER_EVENTS = re.sub(r"[$](\d+)", lambda m: f"${int(m.group(1)) + 19}", UPSERT_INTERACTION)
 COMMIT_FRESH = f"""
-WITH k AS (
+WITH ev AS (SELECT r FROM jsonb_array_elements($1::text::jsonb) AS r),
+k AS (
     INSERT INTO event_keys (source, source_event_id, event_id, occurred_at, interaction_id)
-    SELECT * FROM unnest($4::text[], $5::text[], $1::uuid[], $2::timestamptz[], $8::uuid[])
-), e AS ({INSERT_EVENTS}),
-upserted AS ({_UPSERT_AFTER_EVENTS}
+    SELECT r->>3, r->>4, (r->>0)::uuid, (r->>1)::timestamptz, (r->>7)::uuid FROM ev
+), e AS (
+    INSERT INTO events ({EVENT_COLUMNS_INSERTED})
+    SELECT {_EVENT_VALUES} FROM ev
+), upserted AS ({UPSERT_INTERACTION.replace("$1::", "$2::")}
     RETURNING id, customer_id, identification)
 SELECT id, customer_id, identification FROM upserted
 """
@@ -310,32 +307,35 @@ async def resolve_digests(conn: asyncpg.Connection, digests: Sequence[bytes]) ->
     return out
 
 
-async def insert_events(conn: asyncpg.Connection, columns: Sequence[list[Any]]) -> None:
-    """Insert a group of events in one statement. ``identifiers`` and ``attributes`` come as JSON text
-    (a list of JSON lists would be taken for a two-dimensional array)."""
-    await execute(conn, "events.insert", INSERT_EVENTS, *columns)
+def rows_json(rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as the one JSON parameter the statements above take."""
+    return _rows_encoder.encode(rows).decode()
+
+
+async def insert_events(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert a group of events in one statement (rows in ``_EVENT_VALUES`` order)."""
+    await execute(conn, "events.insert", INSERT_EVENTS, rows_json(rows))
 
 
 def array_literal(values: Sequence[int] | Sequence[bytes]) -> str:
-    """A PostgreSQL array literal: per-row arrays travel as text (a list of lists would be a 2-D array)."""
+    """A PostgreSQL array literal: per-row arrays travel as text inside the rows' JSON."""
     if values and isinstance(values[0], bytes):
         return "{" + ",".join(f'"\\\\x{v.hex()}"' for v in values) + "}"  # type: ignore[union-attr]
     return "{" + ",".join(str(v) for v in values) + "}"
 
 
-async def upsert_interactions(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+async def upsert_interactions(conn: asyncpg.Connection, rows: Sequence[Sequence[Any]]) -> None:
     """Upsert a group of interactions in one statement; rows are unique by id and sorted by it."""
-    cols = [list(c) for c in zip(*rows, strict=True)]
-    await execute(conn, "interactions.upsert", UPSERT_INTERACTION, *cols)
+    await execute(conn, "interactions.upsert", UPSERT_INTERACTION, rows_json(rows))
 
 
-async def commit_fresh(conn: asyncpg.Connection, event_columns: Sequence[list[Any]],
-                       interaction_rows: Sequence[tuple[Any, ...]]) -> dict[uuid.UUID, tuple[int | None, str]]:
+async def commit_fresh(conn: asyncpg.Connection, event_rows: Sequence[Sequence[Any]],
+                       interaction_rows: Sequence[Sequence[Any]]) -> dict[uuid.UUID, tuple[int | None, str]]:
     """Store a group of new events and their interactions in one statement (see ``COMMIT_FRESH``); return
     each interaction's link after it. Raises ``asyncpg.UniqueViolationError`` (constraint
     ``FRESH_KEY_CONSTRAINT``), with nothing stored, when one of the events is stored already."""
-    cols = [list(c) for c in zip(*interaction_rows, strict=True)]
-    records = await fetch(conn, "events.commit_fresh", COMMIT_FRESH, *event_columns, *cols)
+    records = await fetch(conn, "events.commit_fresh", COMMIT_FRESH, rows_json(event_rows),
+                          rows_json(interaction_rows))
     return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
 
 
