@@ -38,15 +38,14 @@ def login_throttle(key: str) -> str:
     return f"{PREFIX}throttle:login:{key}"
 
 
-AGENT_EVENTS_PATTERN = PREFIX + "events:agent:*"
-
-
 def pop_channel(agent_id: str) -> str:
     """Pub/sub channel of built pops for one agent: whichever instance holds the agent's socket delivers."""
     return f"{PREFIX}popch:{agent_id}"
 
 
-POP_CHANNEL_PATTERN = PREFIX + "popch:*"
+def hub_channel(instance: str) -> str:
+    """A pop hub's own channel: keeps its pub/sub connection listening while it holds no desktop."""
+    return f"{PREFIX}hub:{instance}"
 
 
 def user_sessions(name: str) -> str:

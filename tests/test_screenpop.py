@@ -300,6 +300,29 @@ async def test_a_burst_of_ringing_calls_all_pop_with_few_redis_connections(aioht
     assert app[keys.POP_HUB].pops_built == 100
 
 
+async def test_a_process_subscribes_only_to_the_agents_whose_desktops_it_holds(client, redis_client):
+    app = client.server.app
+    await asyncio.wait_for(app[keys.POP_HUB].subscribed.wait(), 10)
+    channels = [redis_keys.agent_channel("8001"), redis_keys.pop_channel("8001")]
+
+    async def subscribers() -> list[int]:
+        counts = dict(await redis_client.pubsub_numsub(*channels))
+        return [counts[c.encode()] for c in channels]
+
+    assert await subscribers() == [0, 0], "no desktop: nothing of agent 8001 is sent to this process"
+    async with client.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
+        assert await subscribers() == [1, 1], "subscribed (and confirmed) when the desktop connected"
+        await ingest(app, *ringing("S-1"))
+        assert (await next_frame(ws))["pop"]["interaction_id"] is not None
+        await ingest(app, ev("call.answered", interaction_id="S-1", agent_id="8001"))
+        assert (await next_frame(ws, "call"))["event"] == "call.answered"
+    for _ in range(100):
+        if await subscribers() == [0, 0]:
+            break
+        await asyncio.sleep(0.02)
+    assert await subscribers() == [0, 0], "unsubscribed when the last desktop closed"
+
+
 async def test_a_call_replayed_whole_in_one_batch_does_not_pop(client, db):
     """A CTI replaying finished calls: a ringing committed together with its call's end pops nobody (and
     audits nothing); a call still ringing in the same batch pops."""

@@ -6,13 +6,18 @@ holds itself, stores it as X's current pop and publishes it on ``cg:popch:X`` (o
 then audits it. A retried ringing event is answered *duplicate* and never committed again, so it never
 pops twice.
 
-Each process also runs one :class:`PopHub` task holding one Redis pub/sub connection with two pattern
-subscriptions:
+Each process also runs one :class:`PopHub` task holding one Redis pub/sub connection, subscribed to two
+channels of each agent whose desktop socket this process holds (and to its own ``cg:hub:<instance>``,
+which keeps the connection listening when it holds none):
 
-- ``cg:popch:*``: a pop built elsewhere for an agent whose socket this process holds is sent on;
-- ``cg:events:agent:*`` (published by ingest after commit): the other call events of an agent whose
-  socket this process holds (answered, ended, …) are forwarded as small ``call`` frames so the desktop
-  can show the call's state. Events of agents with no socket here are dropped unread.
+- ``cg:popch:X``: a pop built elsewhere for agent X is sent on;
+- ``cg:events:agent:X`` (published by ingest after commit): X's other call events (answered, ended, …)
+  are forwarded as small ``call`` frames so the desktop can show the call's state.
+
+A process is sent nothing about agents whose desktops are elsewhere: with a pattern subscription every
+process received every agent event, and parsing them cost a sixth of the CPU of batch ingest. The first
+socket of an agent subscribes (and waits for Redis to confirm) before its current pop is read; the last
+one to close unsubscribes.
 
 Two shortcuts keep the pop off the commit's critical path (see "Early ringing" in
 :mod:`gateway.events.ingest`): the ingestor hands a ringing event to :meth:`PopHub.ringing` while it
@@ -40,6 +45,7 @@ import msgspec
 import structlog
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from gateway import redis_keys
@@ -58,11 +64,17 @@ PREFETCH_TYPES = frozenset({"call.offered", "ivr.selection"})
 CALL_OVER_TYPES = frozenset({"call.ended", "call.abandoned"})
 CALL_FRAME_TYPES = frozenset({"call.answered", "call.ended", "call.abandoned", "call.missed", "call.transferred",
                               "call.held", "call.resumed", "contact.wrapup"})
+SUBSCRIBE_WAIT = 2.0   # seconds a new desktop waits for Redis to confirm its subscription
 PENDING, DONE, FAILED = "pending", "done", "failed"   # states of an early pop
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 _AGENT_PREFIX = redis_keys.agent_channel("").encode()
 _POP_PREFIX = redis_keys.pop_channel("").encode()
+
+
+def _channels(agent_id: str) -> tuple[str, str]:
+    """What a process holding agent X's desktop subscribes to: X's call events and pops built elsewhere."""
+    return redis_keys.agent_channel(agent_id), redis_keys.pop_channel(agent_id)
 
 
 class PopHub:
@@ -71,6 +83,8 @@ class PopHub:
         self._service = service
         self.instance = uuid.uuid4().hex[:12]
         self._sockets: dict[str, set[web.WebSocketResponse]] = {}
+        self._pubsub: PubSub | None = None
+        self._confirming: dict[bytes, list[asyncio.Future[None]]] = {}   # channel -> subscribers waiting
         self._tasks: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -84,9 +98,14 @@ class PopHub:
         # test and benchmark hook: called with (agent_id, frame) after a local delivery
         self.on_delivered: Callable[[str, bytes], Awaitable[None] | None] | None = None
 
-    # -- sockets -------------------------------------------------------------------------------------
-    def attach(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+    # -- sockets ---------------------------------------------------------------------------------------
+    async def attach(self, agent_id: str, ws: web.WebSocketResponse) -> None:
+        """Hold the socket; the agent's first one subscribes to its channels and waits for Redis to
+        confirm (bounded), so that whatever is published after this returns reaches the socket."""
+        first = agent_id not in self._sockets
         self._sockets.setdefault(agent_id, set()).add(ws)
+        if first:
+            await self._subscribe(agent_id)
 
     def detach(self, agent_id: str, ws: web.WebSocketResponse) -> None:
         held = self._sockets.get(agent_id)
@@ -94,6 +113,47 @@ class PopHub:
             held.discard(ws)
             if not held:
                 del self._sockets[agent_id]
+                if self._pubsub is not None:
+                    self._spawn(self._unsubscribe(agent_id))
+
+    async def _subscribe(self, agent_id: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:  # not connected: run() subscribes every held agent when it connects
+            return
+        channels = _channels(agent_id)
+        loop = asyncio.get_running_loop()
+        waiting = [(ch.encode(), loop.create_future()) for ch in channels]
+        for ch, fut in waiting:
+            self._confirming.setdefault(ch, []).append(fut)
+        try:
+            await pubsub.subscribe(*channels)
+            async with asyncio.timeout(SUBSCRIBE_WAIT):
+                await asyncio.gather(*(fut for _ch, fut in waiting))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise_if_cancelling()
+            log.warning("screenpop.subscribe_failed", agent_id=agent_id, error=type(exc).__name__)
+        finally:
+            for ch, fut in waiting:
+                futs = self._confirming.get(ch, [])
+                if fut in futs:
+                    futs.remove(fut)
+                if not futs:
+                    self._confirming.pop(ch, None)
+
+    async def _unsubscribe(self, agent_id: str) -> None:
+        pubsub = self._pubsub
+        if agent_id in self._sockets or pubsub is None:  # back meanwhile, or nothing to undo
+            return
+        try:
+            await pubsub.unsubscribe(*_channels(agent_id))
+        except (RedisError, OSError) as exc:
+            raise_if_cancelling()
+            log.info("screenpop.unsubscribe_failed", agent_id=agent_id, error=type(exc).__name__)
+
+    def _confirmed(self, channel: bytes) -> None:
+        for fut in self._confirming.pop(channel, []):
+            if not fut.done():
+                fut.set_result(None)
 
     def holds(self, agent_id: str) -> bool:
         return agent_id in self._sockets
@@ -121,14 +181,19 @@ class PopHub:
     async def run(self) -> None:
         backoff = BACKOFF_START
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
-                await pubsub.psubscribe(redis_keys.AGENT_EVENTS_PATTERN, redis_keys.POP_CHANNEL_PATTERN)
+                self._pubsub = pubsub  # from here on attach() subscribes by itself; the held ones now
+                await pubsub.subscribe(redis_keys.hub_channel(self.instance),
+                                       *(ch for agent_id in list(self._sockets) for ch in _channels(agent_id)))
                 self.subscribed.set()
                 backoff = BACKOFF_START
                 async for message in pubsub.listen():
-                    if message["type"] == "pmessage":
+                    kind = message["type"]
+                    if kind == "message":
                         self._dispatch(message["channel"], message["data"])
+                    elif kind == "subscribe":
+                        self._confirmed(message["channel"])
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
                 self.subscribed.clear()
@@ -136,6 +201,7 @@ class PopHub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             finally:
+                self._pubsub = None
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
 

@@ -91,7 +91,7 @@ async def agent_stream(request: web.Request) -> web.StreamResponse:
     hub = request.app[keys.POP_HUB]
     service = request.app[keys.SCREENPOP]
     await ws.prepare(request)
-    hub.attach(agent_id, ws)  # before reading the current pop, so nothing published meanwhile is lost
+    await hub.attach(agent_id, ws)  # before reading the current pop, so nothing published meanwhile is lost
     try:
         current = await service.current_frame(agent_id)
         if current:
