@@ -37,12 +37,12 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def count_event(self, channel: str, outcome: str) -> None:
+    def count_event(self, channel: str, outcome: str, n: int = 1) -> None:
         key = ("event", channel, outcome)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.events_ingested.labels(channel, outcome)
-        child.inc()
+        child.inc(n)
 
 
 def create_metrics() -> Metrics:

@@ -262,11 +262,12 @@ class Ingestor:
                     if self._inflight[p.interaction_id] <= 0:
                         del self._inflight[p.interaction_id]
         out: list[IngestResult] = []
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
         seen: dict[tuple[str, str], IngestResult] = {}
         for p in prepared:
             if isinstance(p, IngestResult):
                 out.append(p)
-                self._metrics.count_event("-", "rejected")
+                counts["-", "rejected"] += 1
                 continue
             result = committed.results[p.key]
             if p.key in seen or (result.status == "accepted" and committed.first[p.key] is not p):
@@ -276,7 +277,9 @@ class Ingestor:
                                       result.customer_id)
             seen[p.key] = result
             out.append(result)
-            self._metrics.count_event(p.event.channel, result.status)
+            counts[p.event.channel, result.status] += 1
+        for (channel, outcome), n in counts.items():
+            self._metrics.count_event(channel, outcome, n)
         return out
 
     # -- early ringing (see the module docstring) ---------------------------------------------------------

@@ -27,6 +27,9 @@ MAINTENANCE_INTERVAL = 6 * 3600
 
 
 def month_of(at: dt.datetime) -> dt.date:
+    """The first day of the month (UTC) that holds ``at``: its events partition."""
+    if at.day not in (1, 28, 29, 30, 31):  # an offset of under a day cannot leave the month
+        return dt.date(at.year, at.month, 1)
     utc = at.astimezone(dt.UTC)
     return dt.date(utc.year, utc.month, 1)
 

@@ -34,16 +34,26 @@ log = structlog.get_logger("gateway.publish")
 
 QUEUE_BATCHES = 10_000
 MAX_PENDING_INVALIDATIONS = 100_000
+AGENT_CHANNELS_MEMO = 10_000
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
 
 # One round trip and one command per committed group, however many events and channels: packing a
 # PUBLISH per event and channel in a client pipeline cost more CPU than the rest of the publication.
+# ARGV: the all-events channel, then per event its payload, how many more channels, and those channels.
 PUBLISH_GROUP = """
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
-for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
-return #ARGV / 2
+local all, i, n = ARGV[1], 2, 0
+while i <= #ARGV do
+  local payload, more = ARGV[i], tonumber(ARGV[i + 1])
+  redis.call('PUBLISH', all, payload)
+  for j = 1, more do redis.call('PUBLISH', ARGV[i + 1 + j], payload) end
+  i, n = i + 2 + more, n + 1 + more
+end
+return n
 """
+_ALL = redis_keys.ALL_EVENTS_CHANNEL.encode()
+_COUNTS = (b"0", b"1", b"2")
 
 
 class Publisher:
@@ -53,6 +63,7 @@ class Publisher:
         self._metrics = metrics
         self._queue: asyncio.Queue[Sequence[dict[str, Any]]] = asyncio.Queue(QUEUE_BATCHES)
         self._pending_invalidations: set[int] = set()
+        self._agent_channels: dict[str, bytes] = {}
         self._invalidate_all = False
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -91,17 +102,26 @@ class Publisher:
 
     async def _publish(self, messages: Sequence[dict[str, Any]]) -> None:
         customers: set[int] = set()
-        args: list[bytes | str] = []
+        args: list[bytes] = [_ALL]
         for m in messages:
-            payload = encode(m)
-            args += (redis_keys.ALL_EVENTS_CHANNEL, payload)
-            if m.get("customer_id") is not None:
-                customers.add(m["customer_id"])
-                args += (redis_keys.customer_channel(str(m["customer_id"])), payload)
-            if m.get("agent_id"):
-                args += (redis_keys.agent_channel(m["agent_id"]), payload)
+            more = []
+            customer_id, agent_id = m.get("customer_id"), m.get("agent_id")
+            if customer_id is not None:
+                customers.add(customer_id)
+                more.append(redis_keys.customer_channel(str(customer_id)).encode())
+            if agent_id:
+                more.append(self._agent_channel(agent_id))
+            args += (encode(m), _COUNTS[len(more)], *more)
         keys = [redis_keys.summary_cache(str(c)) for c in customers]
         await self._script(keys=keys, args=args)
+
+    def _agent_channel(self, agent_id: str) -> bytes:
+        channel = self._agent_channels.get(agent_id)
+        if channel is None:
+            if len(self._agent_channels) >= AGENT_CHANNELS_MEMO:
+                self._agent_channels.clear()
+            channel = self._agent_channels[agent_id] = redis_keys.agent_channel(agent_id).encode()
+        return channel
 
     async def run(self) -> None:
         backoff = BACKOFF_START
