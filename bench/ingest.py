@@ -8,8 +8,8 @@
 (e) customer timeline read over HTTP, p50/p99, with N events stored (default 10,000,000)
 
 (a) and (c) alternate ``--repeat`` times and the medians are reported, because this machine is shared and noisy.
-The gateway runs as ``serve --workers N`` (``--workers``, default 2: one process per core, as the design
-deploys it); the baseline is one process.
+The gateway runs as ``serve --workers N`` for each N of ``--workers`` (default ``1,2``: one process, and one
+per core), and every figure is reported per N; the baseline is one process.
 PostgreSQL, Redis, the gateway and wrk all run on this machine; commits are durable (synchronous_commit on).
 
     python bench/ingest.py                      # everything, 10M events for (e) (seeding takes a while)
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import sys
@@ -48,34 +49,40 @@ HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "post_event.lua"
 
 
-def single_and_baseline(db_url: str, base_db_url: str, redis: str, args: argparse.Namespace) -> dict[str, list]:
-    runs: dict[str, list] = {"gateway": [], "baseline": []}
-    with gateway_process(db_url, redis, http_workers=str(args.workers)) as url:
+def gateways(db_url: str, redis: str, workers: list[int], stack: contextlib.ExitStack) -> dict[int, str]:
+    """A running gateway per process count, for the whole run: {workers: base URL}."""
+    return {n: stack.enter_context(gateway_process(db_url, redis, http_workers=str(n))) for n in workers}
+
+
+def single_and_baseline(urls: dict[int, str], base_db_url: str, args: argparse.Namespace) -> dict[str, list]:
+    runs: dict[str, list] = {"baseline": [], **{f"gateway{n}": [] for n in urls}}
+    for url in urls.values():
         run_wrk(url + "/v1/events", SCRIPT, connections=args.connections, duration=2,
                 env={"BENCH_RUN": "warm-" + uuid.uuid4().hex[:6]})
-        for _ in range(args.repeat):
+    for _ in range(args.repeat):
+        for n, url in urls.items():
             r = run_wrk(url + "/v1/events", SCRIPT, connections=args.connections, duration=args.duration,
                         env={"BENCH_RUN": uuid.uuid4().hex[:10]})
-            runs["gateway"].append(r)
-            print(f"  gateway  {r}", flush=True)
-            port = free_port()
-            with python_process([str(HERE / "baseline_server.py"), base_db_url, str(port)],
-                                f"http://127.0.0.1:{port}/readyz"):
-                b = run_wrk(f"http://127.0.0.1:{port}/v1/events", SCRIPT, connections=args.connections,
-                            duration=args.duration, env={"BENCH_RUN": uuid.uuid4().hex[:10]})
-            runs["baseline"].append(b)
-            print(f"  baseline {b}", flush=True)
+            runs[f"gateway{n}"].append(r)
+            print(f"  gateway x{n} {r}", flush=True)
+        port = free_port()
+        with python_process([str(HERE / "baseline_server.py"), base_db_url, str(port)],
+                            f"http://127.0.0.1:{port}/readyz"):
+            b = run_wrk(f"http://127.0.0.1:{port}/v1/events", SCRIPT, connections=args.connections,
+                        duration=args.duration, env={"BENCH_RUN": uuid.uuid4().hex[:10]})
+        runs["baseline"].append(b)
+        print(f"  baseline    {b}", flush=True)
     return runs
 
 
-def batches(db_url: str, redis: str, args: argparse.Namespace) -> list[float]:
-    out = []
-    with gateway_process(db_url, redis, http_workers=str(args.workers)) as url:
-        for _ in range(args.repeat):
+def batches(urls: dict[int, str], args: argparse.Namespace) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {n: [] for n in urls}
+    for _ in range(args.repeat):
+        for n, url in urls.items():
             r = run_wrk(url + "/v1/events", SCRIPT, connections=8, duration=args.duration,
                         env={"BENCH_RUN": uuid.uuid4().hex[:10], "BENCH_BATCH": "500"})
-            out.append(r["rps"] * 500)
-            print(f"  batch500 {r} -> {r['rps'] * 500:.0f} events/s", flush=True)
+            out[n].append(r["rps"] * 500)
+            print(f"  batch500 x{n} {r} -> {r['rps'] * 500:.0f} events/s", flush=True)
     return out
 
 
@@ -110,8 +117,8 @@ async def main() -> None:
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2,
-                   help="gateway processes (serve --workers; the design's one per core); the baseline is one")
+    p.add_argument("--workers", default="1,2",
+                   help="gateway process counts to measure, comma-separated (serve --workers); the baseline is one")
     p.add_argument("--customers", type=int, default=1_000_000)
     p.add_argument("--history-events", type=int, default=10_000_000)
     p.add_argument("--reads", type=int, default=5000)
@@ -122,16 +129,19 @@ async def main() -> None:
     args = p.parse_args()
 
     print(f"machine: {machine()}; PostgreSQL, Redis, gateway and wrk on the same machine", flush=True)
-    runs: dict[str, list] = {"gateway": [], "baseline": []}
-    batch_rates: list[float] = []
+    workers = [int(w) for w in args.workers.split(",")]
+    runs: dict[str, list] = {}
+    batch_rates: dict[int, list[float]] = {}
     if not args.timeline_only:
         ingest_db = await fresh_database(args.database_url, "cg_bench_ingest")
         base_db = with_database(args.database_url, "cg_bench_baseline")
         await fresh_database(args.database_url, "cg_bench_baseline")
-        print("(a)+(c) single events, alternating gateway and baseline:", flush=True)
-        runs = single_and_baseline(ingest_db, base_db, args.redis_url, args)
-        print("(b) 500-event batches:", flush=True)
-        batch_rates = batches(ingest_db, args.redis_url, args)
+        with contextlib.ExitStack() as stack:
+            urls = gateways(ingest_db, args.redis_url, workers, stack)
+            print("(a)+(c) single events, alternating gateway and baseline:", flush=True)
+            runs = single_and_baseline(urls, base_db, args)
+            print("(b) 500-event batches:", flush=True)
+            batch_rates = batches(urls, args)
         if not args.keep:
             await drop_database(args.database_url, "cg_bench_ingest")
             await drop_database(args.database_url, "cg_bench_baseline")
@@ -144,21 +154,26 @@ async def main() -> None:
     print()
     print(f"| measure ({machine()}, medians of {args.repeat}) | value |")
     print("|---|---|")
-    g, b = runs["gateway"], runs["baseline"]
-    if g and b:
-        g_rps, b_rps = med([r["rps"] for r in g]), med([r["rps"] for r in b])
-        print(f"| (a) single-event ingest, {args.connections} clients, {args.workers} gateway process(es) | "
-              f"{g_rps:,.0f} events/s |")
-        print(f"| (a) ack latency p50 / p99 | {med([r['p50'] for r in g]):.2f} ms / "
-              f"{med([r['p99'] for r in g]):.2f} ms |")
-        print(f"| (b) 500-event batches | {med(batch_rates):,.0f} events/s |")
-        print(f"| (c) baseline: one durable INSERT per request | {b_rps:,.0f} requests/s "
-              f"(p99 {med([r['p99'] for r in b]):.2f} ms) |")
-        print(f"| (d) ratio (a)/(c) | {g_rps / b_rps:.2f}x |")
+    b = runs.get("baseline")
+    if b:
+        b_rps = med([r["rps"] for r in b])
+        for n in workers:
+            g = runs[f"gateway{n}"]
+            g_rps = med([r["rps"] for r in g])
+            print(f"| (a) single-event ingest, {args.connections} clients, {n} gateway process(es) | "
+                  f"{g_rps:,.0f} events/s, ack p50 {med([r['p50'] for r in g]):.2f} ms / "
+                  f"p99 {med([r['p99'] for r in g]):.2f} ms |")
+        for n in workers:
+            print(f"| (b) 500-event batches, 8 clients, {n} gateway process(es) | {med(batch_rates[n]):,.0f} events/s |")
+        print(f"| (c) baseline: one durable INSERT per request, 1 process | {b_rps:,.0f} requests/s "
+              f"(p50 {med([r['p50'] for r in b]):.2f} ms / p99 {med([r['p99'] for r in b]):.2f} ms) |")
+        for n in workers:
+            print(f"| (d) ratio (a)/(c), {n} gateway process(es) | "
+                  f"{med([r['rps'] for r in runs[f'gateway{n}']]) / b_rps:.2f}x |")
     if tl:
         print(f"| (e) timeline read over HTTP, {args.history_events:,} events | p50 {tl['p50']:.2f} ms / "
               f"p99 {tl['p99']:.2f} ms ({int(tl['n'])} reads, {args.read_concurrency} clients) |")
-    errors = sum(r.get("errors", 0) for r in g)
+    errors = sum(r.get("errors", 0) for n in workers for r in runs.get(f"gateway{n}", []))
     if errors:
         print(f"WARNING: {errors:.0f} non-2xx responses from the gateway")
 
