@@ -45,7 +45,6 @@ published copy after the commit pops as before.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -175,7 +174,7 @@ class Ingestor:
         self._window = window_ms / 1000
         self._tasks: list[asyncio.Task[None]] = []
         # interaction id -> events of it submitted and not yet committed (see "Early ringing" above)
-        self._inflight: collections.Counter[uuid.UUID] = collections.Counter()
+        self._inflight: dict[uuid.UUID, int] = {}
         # (source, source_event_id, the linked message to come): see "Early ringing" above
         self.on_ringing: Callable[[str, str, Awaitable[dict[str, Any] | None]], None] | None = None
         # Normalising a phone number with phonenumbers costs ~60 µs; a call's events repeat the caller's
@@ -248,26 +247,30 @@ class Ingestor:
         items = [p for p in prepared if isinstance(p, Prepared)]
         committed = _Committed({}, {})
         if items:
-            self._inflight.update(p.interaction_id for p in items)
+            inflight = self._inflight
+            for p in items:
+                inflight[p.interaction_id] = inflight.get(p.interaction_id, 0) + 1
             try:
                 if self.on_ringing is not None:
                     self._ring_early(items)
                 await self._partitions_for(items)
                 fut: asyncio.Future[_Committed] = asyncio.get_running_loop().create_future()
-                await self._queue.put(_Job(items, fut))
+                self._queue.put_nowait(_Job(items, fut))  # unbounded: never waits
                 committed = await fut
             finally:
-                self._inflight.subtract(p.interaction_id for p in items)
                 for p in items:
-                    if self._inflight[p.interaction_id] <= 0:
-                        del self._inflight[p.interaction_id]
+                    left = inflight[p.interaction_id] - 1
+                    if left:
+                        inflight[p.interaction_id] = left
+                    else:
+                        del inflight[p.interaction_id]
         out: list[IngestResult] = []
-        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        counts: dict[tuple[str, str], int] = {}
         seen: dict[tuple[str, str], IngestResult] = {}
         for p in prepared:
             if isinstance(p, IngestResult):
                 out.append(p)
-                counts["-", "rejected"] += 1
+                counts["-", "rejected"] = counts.get(("-", "rejected"), 0) + 1
                 continue
             result = committed.results[p.key]
             if p.key in seen or (result.status == "accepted" and committed.first[p.key] is not p):
@@ -277,7 +280,8 @@ class Ingestor:
                                       result.customer_id)
             seen[p.key] = result
             out.append(result)
-            counts[p.event.channel, result.status] += 1
+            key = (p.event.channel, result.status)
+            counts[key] = counts.get(key, 0) + 1
         for (channel, outcome), n in counts.items():
             self._metrics.count_event(channel, outcome, n)
         return out
@@ -285,7 +289,7 @@ class Ingestor:
     # -- early ringing (see the module docstring) ---------------------------------------------------------
     def _ring_early(self, items: Sequence[Prepared]) -> None:
         for p in items:
-            if p.event.type == "call.ringing" and p.event.agent_id and self._inflight[p.interaction_id] == 1:
+            if p.event.type == "call.ringing" and p.event.agent_id and self._inflight.get(p.interaction_id) == 1:
                 assert self.on_ringing is not None
                 self.on_ringing(p.event.source, p.event.source_event_id, self._early_link(dataclasses.replace(p)))
 
@@ -306,8 +310,11 @@ class Ingestor:
         return message
 
     async def _partitions_for(self, items: Sequence[Prepared]) -> None:
+        months = {month_of(p.event.occurred_at) for p in items}
+        if self._partitions.covers(months):
+            return
         try:
-            await self._partitions.ensure({month_of(p.event.occurred_at) for p in items})
+            await self._partitions.ensure(months)
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable("PostgreSQL is unreachable", store="postgresql") from exc
 
