@@ -323,6 +323,29 @@ async def test_a_process_subscribes_only_to_the_agents_whose_desktops_it_holds(c
     assert await subscribers() == [0, 0], "unsubscribed when the last desktop closed"
 
 
+async def test_a_lost_pubsub_connection_resubscribes_the_desktops_it_holds(aiohttp_client, settings, redis_client):
+    """Redis drops the pop hubs' pub/sub connections: the hub holding agent 8001's desktop subscribes to
+    its channels again, and a pop built on the other instance reaches the desktop."""
+    a, b = await two_apps(aiohttp_client, settings)
+    await put_customer(a, "C0000000001", doc())
+    pop_channel = redis_keys.pop_channel("8001")
+
+    async def subscribers() -> int:
+        return int(dict(await redis_client.pubsub_numsub(pop_channel))[pop_channel.encode()])
+
+    async with b.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
+        assert await subscribers() == 1
+        assert await redis_client.client_kill_filter(_type="pubsub") >= 2
+        for _ in range(200):
+            if await subscribers() == 1 and b.server.app[keys.POP_HUB].subscribed.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert await subscribers() == 1, "the hub subscribed again"
+        results = await ingest(a.server.app, *ringing("K-1"))
+        pop = (await next_frame(ws))["pop"]
+        assert pop["interaction_id"] == results[1].interaction_id and pop["state"] == "identified"
+
+
 async def test_a_call_replayed_whole_in_one_batch_does_not_pop(client, db):
     """A CTI replaying finished calls: a ringing committed together with its call's end pops nobody (and
     audits nothing); a call still ringing in the same batch pops."""
