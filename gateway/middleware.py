@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -83,7 +83,7 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """
     start = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+    rid = incoming if _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
     request[REQUEST_ID] = rid
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=rid)

@@ -57,7 +57,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from gateway.clock import Clock, new_id
+from gateway.clock import Clock, new_id_text
 from gateway.db.pool import UNAVAILABLE_ERRORS
 from gateway.errors import StoreUnavailable
 from gateway.events import store
@@ -91,13 +91,18 @@ _STATUS = {
 }
 
 
-@functools.lru_cache(maxsize=IDENTIFY_CACHE)  # a call's events, and a thread's messages, share it
 def interaction_uuid(source: str, external_id: str) -> uuid.UUID:
     """The interaction's id: computable in-process from the channel's own key."""
     if external_id.startswith(INTERNAL_INTERACTION_PREFIX):
         with contextlib.suppress(ValueError):
             return uuid.UUID(external_id[len(INTERNAL_INTERACTION_PREFIX):])
     return uuid.uuid5(INTERACTION_NAMESPACE, f"{source}\x1f{external_id}")
+
+
+@functools.lru_cache(maxsize=IDENTIFY_CACHE)  # a call's events, and a thread's messages, share them
+def _interaction_ids(source: str, external_id: str) -> tuple[uuid.UUID, str]:
+    iid = interaction_uuid(source, external_id)
+    return iid, str(iid)
 
 
 def interaction_kind(event: ContactEvent) -> str:
@@ -119,9 +124,10 @@ class Prepared:
 
     event: ContactEvent
     key: tuple[str, str]
-    event_id: uuid.UUID
+    event_id: str                                     # UUIDv7, canonical text
     received_at: dt.datetime
     interaction_id: uuid.UUID
+    interaction_text: str                             # str(interaction_id)
     external_interaction_id: str
     kind: str
     identifiers: list[dict[str, str]]                 # [{kind, masked}]
@@ -227,9 +233,10 @@ class Ingestor:
         return Prepared(
             event=event,
             key=(event.source, event.source_event_id),
-            event_id=new_id(),
+            event_id=new_id_text(),
             received_at=received_at,
-            interaction_id=interaction_uuid(event.source, external),
+            interaction_id=(ids := _interaction_ids(event.source, external))[0],
+            interaction_text=ids[1],
             external_interaction_id=external,
             kind=interaction_kind(event),
             identifiers=identifiers,
@@ -494,9 +501,9 @@ class Ingestor:
     def _message(p: Prepared, customer_id: int | None, identification: str) -> dict[str, Any]:
         e = p.event
         return {
-            "id": str(p.event_id), "type": e.type, "channel": e.channel, "source": e.source,
+            "id": p.event_id, "type": e.type, "channel": e.channel, "source": e.source,
             "source_event_id": e.source_event_id,
-            "occurred_at": e.occurred_at.isoformat(), "interaction_id": str(p.interaction_id),
+            "occurred_at": e.occurred_at.isoformat(), "interaction_id": p.interaction_text,
             "customer_id": customer_id, "identification": identification,
             "candidates": list(p.candidates), "agent_id": e.agent_id, "queue": e.queue,
             "identifiers": p.identifiers,
