@@ -61,7 +61,7 @@ from gateway.clock import Clock, new_id_text
 from gateway.db.pool import UNAVAILABLE_ERRORS
 from gateway.errors import StoreUnavailable
 from gateway.events import store
-from gateway.events.model import ContactEvent, encode
+from gateway.events.model import ContactEvent, PublishedEvent, encode
 from gateway.events.partitions import PartitionManager, month_of
 from gateway.events.publish import Publisher
 from gateway.events.sink import IngestResult
@@ -182,7 +182,7 @@ class Ingestor:
         # interaction id -> events of it submitted and not yet committed (see "Early ringing" above)
         self._inflight: dict[uuid.UUID, int] = {}
         # (source, source_event_id, the linked message to come): see "Early ringing" above
-        self.on_ringing: Callable[[str, str, Awaitable[dict[str, Any] | None]], None] | None = None
+        self.on_ringing: Callable[[str, str, Awaitable[PublishedEvent | None]], None] | None = None
         # Normalising a phone number with phonenumbers costs ~60 µs; a call's events repeat the caller's
         # number and callers call again, so the (kind, raw value) → (masked, digests) work is memoised.
         self._identify = functools.lru_cache(maxsize=IDENTIFY_CACHE)(self._identify_uncached)
@@ -300,7 +300,7 @@ class Ingestor:
                 assert self.on_ringing is not None
                 self.on_ringing(p.event.source, p.event.source_event_id, self._early_link(dataclasses.replace(p)))
 
-    async def _early_link(self, p: Prepared) -> dict[str, Any] | None:
+    async def _early_link(self, p: Prepared) -> PublishedEvent | None:
         """The ringing event's message as it will be published, linked now (None: it could not be)."""
         try:
             async with self._pool.acquire() as conn:
@@ -313,7 +313,7 @@ class Ingestor:
             p.customer_id, p.identification, p.candidates, p.strength = early.stored
         message = self._message(p, p.customer_id, p.identification)
         if p.customer_id is not None and p.customer_id in early.versions:
-            message["customer_version"] = early.versions[p.customer_id]
+            message.customer_version = early.versions[p.customer_id]
         return message
 
     async def _partitions_for(self, items: Sequence[Prepared]) -> None:
@@ -416,8 +416,8 @@ class Ingestor:
             # the interaction's link after this commit: a later event may have identified an earlier one
             customer_id, identification = links.get(p.interaction_id, (p.customer_id, p.identification))
             message = self._message(p, customer_id, identification)
-            results[p.key] = IngestResult("accepted", p.event.source_event_id, message["id"],
-                                          message["interaction_id"], customer_id)
+            results[p.key] = IngestResult("accepted", p.event.source_event_id, p.event_id, p.interaction_text,
+                                          customer_id)
             messages.append(message)
         for key, (event_id, interaction_id) in old.items():
             results[key] = IngestResult("duplicate", key[1], str(event_id), str(interaction_id))
@@ -498,16 +498,11 @@ class Ingestor:
         return rows
 
     @staticmethod
-    def _message(p: Prepared, customer_id: int | None, identification: str) -> dict[str, Any]:
+    def _message(p: Prepared, customer_id: int | None, identification: str) -> PublishedEvent:
         e = p.event
-        return {
-            "id": p.event_id, "type": e.type, "channel": e.channel, "source": e.source,
-            "source_event_id": e.source_event_id,
-            "occurred_at": e.occurred_at.isoformat(), "interaction_id": p.interaction_text,
-            "customer_id": customer_id, "identification": identification,
-            "candidates": list(p.candidates), "agent_id": e.agent_id, "queue": e.queue,
-            "identifiers": p.identifiers,
-        }
+        return PublishedEvent(p.event_id, e.type, e.channel, e.source, e.source_event_id, e.occurred_at,
+                              p.interaction_text, customer_id, identification, list(p.candidates), e.agent_id,
+                              e.queue, p.identifiers)
 
 
 def _link_from(matches: dict[bytes, set[int]], items: Sequence[Prepared]) -> None:

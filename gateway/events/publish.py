@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import redis_keys
-from gateway.events.model import encode
+from gateway.events.model import PublishedEvent, encode
 from gateway.metrics import Metrics
 from gateway.tasks import cancel_and_wait, raise_if_cancelling
 
@@ -61,7 +60,7 @@ class Publisher:
         self._redis = redis
         self._script = redis.register_script(PUBLISH_GROUP)
         self._metrics = metrics
-        self._queue: asyncio.Queue[Sequence[dict[str, Any]]] = asyncio.Queue(QUEUE_BATCHES)
+        self._queue: asyncio.Queue[Sequence[PublishedEvent]] = asyncio.Queue(QUEUE_BATCHES)
         self._pending_invalidations: set[int] = set()
         self._agent_channels: dict[str, bytes] = {}
         self._invalidate_all = False
@@ -69,9 +68,9 @@ class Publisher:
         self.published = 0
         # called with each batch after it was published (and its cache entries dropped): the screen-pop
         # hub warms summaries there, after the invalidation, so a warm entry is not dropped behind it
-        self.on_published: Callable[[Sequence[dict[str, Any]]], None] | None = None
+        self.on_published: Callable[[Sequence[PublishedEvent]], None] | None = None
 
-    def offer(self, messages: Sequence[dict[str, Any]]) -> None:
+    def offer(self, messages: Sequence[PublishedEvent]) -> None:
         """Queue a committed batch for publication; never waits. A full queue counts as unpublished."""
         if not messages:
             return
@@ -80,8 +79,8 @@ class Publisher:
         except asyncio.QueueFull:
             self._metrics.events_publish_failed.inc(len(messages))
             for m in messages:
-                if m.get("customer_id") is not None:
-                    self._remember(m["customer_id"])
+                if m.customer_id is not None:
+                    self._remember(m.customer_id)
 
     def _remember(self, customer_id: int) -> None:
         if len(self._pending_invalidations) >= MAX_PENDING_INVALIDATIONS:
@@ -100,12 +99,12 @@ class Publisher:
             await self._redis.delete(*(redis_keys.summary_cache(str(c)) for c in ids))
             self._pending_invalidations.difference_update(ids)
 
-    async def _publish(self, messages: Sequence[dict[str, Any]]) -> None:
+    async def _publish(self, messages: Sequence[PublishedEvent]) -> None:
         customers: set[int] = set()
         args: list[bytes] = [_ALL]
         for m in messages:
             more = []
-            customer_id, agent_id = m.get("customer_id"), m.get("agent_id")
+            customer_id, agent_id = m.customer_id, m.agent_id
             if customer_id is not None:
                 customers.add(customer_id)
                 more.append(redis_keys.customer_channel(str(customer_id)).encode())
@@ -139,8 +138,8 @@ class Publisher:
                 raise_if_cancelling()
                 self._metrics.events_publish_failed.inc(len(batch))
                 for m in batch:
-                    if m.get("customer_id") is not None:
-                        self._remember(m["customer_id"])
+                    if m.customer_id is not None:
+                        self._remember(m.customer_id)
                 log.warning("events.publish_failed", events=len(batch), error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)

@@ -39,7 +39,6 @@ import collections
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import msgspec
 import structlog
@@ -50,6 +49,7 @@ from redis.exceptions import RedisError
 
 from gateway import redis_keys
 from gateway.errors import GatewayError
+from gateway.events.model import PublishedEvent
 from gateway.screenpop.model import Pop
 from gateway.screenpop.service import ScreenPopService, pop_frame
 from gateway.tasks import cancel_and_wait, raise_if_cancelling
@@ -91,7 +91,7 @@ class PopHub:
         self.pops_built = 0
         # (source, source_event_id) of ringing events handed over early -> PENDING, DONE, FAILED, or the
         # committed message that came while the early pop was still pending (popped if that one fails)
-        self._early: collections.OrderedDict[tuple[str, str], str | dict[str, Any]] = collections.OrderedDict()
+        self._early: collections.OrderedDict[tuple[str, str], str | PublishedEvent] = collections.OrderedDict()
         self.prefetching = True
         # pops built at once: a burst of ringing events queues here rather than for the stores' connections
         self._building = asyncio.Semaphore(POPS_AT_ONCE)
@@ -232,7 +232,7 @@ class PopHub:
                                      "occurred_at": event.get("occurred_at")})
             self._spawn(self._deliver(agent_id, frame))
 
-    def ringing(self, source: str, source_event_id: str, linked: Awaitable[dict[str, Any] | None]) -> None:
+    def ringing(self, source: str, source_event_id: str, linked: Awaitable[PublishedEvent | None]) -> None:
         """A ringing event about to commit (the ingestor's ``on_ringing``): build its pop as soon as ``linked``
         has linked it, and push it. If linking or building fails, the committed copy pops instead."""
         key = (source, source_event_id)
@@ -245,24 +245,24 @@ class PopHub:
             self._early.popitem(last=False)
         self._spawn(self._on_early(key, linked))
 
-    def committed(self, events: Sequence[dict[str, Any]]) -> None:
+    def committed(self, events: Sequence[PublishedEvent]) -> None:
         """Committed and published events (the publisher's ``on_published``): pop the ringing events not
         popped early, and warm the summaries of callers still queued. A call that ended in the same group
         (a CTI replaying its calls) is over: its ringing does not pop, as no agent can take it."""
-        over = {e.get("interaction_id") for e in events if e.get("type") in CALL_OVER_TYPES}
+        over = {e.interaction_id for e in events if e.type in CALL_OVER_TYPES}
         for e in events:
-            kind = e.get("type")
-            if kind == "call.ringing" and e.get("agent_id") and e.get("interaction_id") not in over:
-                key = (str(e.get("source")), str(e.get("source_event_id")))
+            kind = e.type
+            if kind == "call.ringing" and e.agent_id and e.interaction_id not in over:
+                key = (e.source, e.source_event_id)
                 state = self._early.get(key)
                 if state == PENDING:
                     self._early[key] = e           # the early pop decides: if it fails, this copy pops
                 elif state != DONE:
                     self._early.pop(key, None)
                     self._spawn(self._on_ringing(e))
-            elif (self.prefetching and kind in PREFETCH_TYPES and e.get("identification") == "identified"
-                  and e.get("customer_id")):
-                self._service.warm(int(e["customer_id"]))
+            elif (self.prefetching and kind in PREFETCH_TYPES and e.identification == "identified"
+                  and e.customer_id):
+                self._service.warm(e.customer_id)
 
     async def _deliver(self, agent_id: str, frame: bytes) -> None:
         await self.deliver(agent_id, frame)
@@ -271,7 +271,7 @@ class PopHub:
             if result is not None:
                 await result
 
-    async def _on_early(self, key: tuple[str, str], linked: Awaitable[dict[str, Any] | None]) -> None:
+    async def _on_early(self, key: tuple[str, str], linked: Awaitable[PublishedEvent | None]) -> None:
         pushed = False
         try:
             async with self._building:
@@ -286,14 +286,14 @@ class PopHub:
         state = self._early.get(key)
         if pushed:
             self._early[key] = DONE
-        elif isinstance(state, dict):  # committed meanwhile: pop that copy
+        elif isinstance(state, PublishedEvent):  # committed meanwhile: pop that copy
             self._early.pop(key, None)
             await self._on_ringing(state)
         else:
             self._early[key] = FAILED
 
-    async def _on_ringing(self, event: dict[str, Any]) -> None:
-        agent_id = str(event["agent_id"])
+    async def _on_ringing(self, event: PublishedEvent) -> None:
+        agent_id = str(event.agent_id)
         try:
             async with self._building:
                 await self._push(event, await self._service.pop_for_ringing(event))
@@ -302,15 +302,15 @@ class PopHub:
         except Exception:  # a bug must not end the hub; it goes to the log
             log.exception("screenpop.pop_crashed", agent_id=agent_id)
 
-    async def _push(self, event: dict[str, Any], pop: Pop) -> None:
+    async def _push(self, event: PublishedEvent, pop: Pop) -> None:
         """Deliver to the agent's sockets here, keep as the agent's current pop (and so reach the other
         instances), then audit."""
-        agent_id = str(event["agent_id"])
+        agent_id = str(event.agent_id)
         frame = pop_frame(pop)
         self.pops_built += 1
         if self.holds(agent_id):
             await self._deliver(agent_id, frame)
         await self._service.store_current(agent_id, frame, self.instance)
-        await self._service.audit_pop(pop, actor=f"source:{event.get('source', 'cti')}", role="source")
+        await self._service.audit_pop(pop, actor=f"source:{event.source}", role="source")
         log.info("screenpop.pushed", agent_id=agent_id, state=pop.state,
                  alerts=len(pop.summary.alerts) if pop.summary else 0)

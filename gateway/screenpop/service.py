@@ -29,6 +29,7 @@ from gateway import audit, redis_keys
 from gateway.clock import Clock, new_id
 from gateway.customers.service import CustomerService
 from gateway.events import links
+from gateway.events.model import PublishedEvent
 from gateway.screenpop import store
 from gateway.screenpop.cache import RedisBreaker, SummaryCache
 from gateway.screenpop.model import CallInfo, CandidateLine, Pop, Summary, SummaryFacts
@@ -170,16 +171,17 @@ class ScreenPopService:
         return Pop(pop_id, state, agent_id, interaction_id, occurred_at, self.clock.now(),
                    self.url(interaction_id, agent_id), call, summary, candidates)
 
-    async def pop_for_ringing(self, message: Mapping[str, Any]) -> Pop:
+    async def pop_for_ringing(self, message: Mapping[str, Any] | PublishedEvent) -> Pop:
         """The pop of a published ``call.ringing`` event (see :meth:`gateway.events.ingest.Ingestor._message`)."""
         occurred = message.get("occurred_at")
         call = CallInfo(message.get("channel", "voice"), message.get("queue"), message.get("direction"),
                         tuple(message.get("identifiers") or ()), dict(message.get("attributes") or {}))
         return await self._pop(
-            pop_id=str(message["id"]), state=message.get("identification") or "unidentified",
+            pop_id=str(message.get("id")), state=message.get("identification") or "unidentified",
             customer_id=message.get("customer_id"), candidate_ids=tuple(message.get("candidates") or ()),
             agent_id=message.get("agent_id"), interaction_id=message.get("interaction_id"),
-            occurred_at=dt.datetime.fromisoformat(occurred) if isinstance(occurred, str) else None, call=call,
+            occurred_at=(occurred if isinstance(occurred, dt.datetime)
+                         else dt.datetime.fromisoformat(occurred) if isinstance(occurred, str) else None), call=call,
             version=message.get("customer_version"))
 
     async def pop_for_interaction(self, interaction_id: str, agent_id: str | None = None) -> Pop | None:
