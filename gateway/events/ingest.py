@@ -37,9 +37,9 @@ the same interaction is in flight in this process, the ringing event is handed t
 a coroutine that links it at once — its identifiers resolved and the interaction's stored link read
 (with the customers' versions, for the summary cache), in one statement, with the same rules as the
 transaction — *while* its group commits. Everything committed before the ringing event arrived is
-visible to that read, so the pop misses nothing that preceded it; the pop claims the event by its
-dedupe key, so the published copy after the commit does not pop twice. If the early link fails, the
-published copy after the commit pops as before.
+visible to that read, so the pop misses nothing that preceded it; the hub remembers the event by its
+dedupe key, so the committed copy does not pop twice. If the early link fails, the committed copy pops
+as before.
 """
 
 from __future__ import annotations

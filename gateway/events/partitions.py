@@ -56,18 +56,11 @@ class PartitionManager:
         self._pool = pool
         self._clock = clock
         self._known: set[str] = set()
-        self._ready: set[dt.date] = set()   # months known to have their partition (a cache of _known)
         self._lock = asyncio.Lock()
 
     def covers(self, months: Iterable[dt.date]) -> bool:
         """Whether every month's partition is known to exist (no I/O: the ingest hot path asks this)."""
-        ready = self._ready
-        for m in months:
-            if m not in ready:
-                if _name(m) not in self._known:
-                    return False
-                ready.add(m)
-        return True
+        return all(_name(m) in self._known for m in months)
 
     async def load(self) -> None:
         async with self._pool.acquire() as conn:

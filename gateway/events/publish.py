@@ -33,7 +33,6 @@ log = structlog.get_logger("gateway.publish")
 
 QUEUE_BATCHES = 10_000
 MAX_PENDING_INVALIDATIONS = 100_000
-AGENT_CHANNELS_MEMO = 10_000
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
 
@@ -62,7 +61,6 @@ class Publisher:
         self._metrics = metrics
         self._queue: asyncio.Queue[Sequence[PublishedEvent]] = asyncio.Queue(QUEUE_BATCHES)
         self._pending_invalidations: set[int] = set()
-        self._agent_channels: dict[str, bytes] = {}
         self._invalidate_all = False
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -109,18 +107,10 @@ class Publisher:
                 customers.add(customer_id)
                 more.append(redis_keys.customer_channel(str(customer_id)).encode())
             if agent_id:
-                more.append(self._agent_channel(agent_id))
+                more.append(redis_keys.agent_channel(agent_id).encode())
             args += (encode(m), _COUNTS[len(more)], *more)
         keys = [redis_keys.summary_cache(str(c)) for c in customers]
         await self._script(keys=keys, args=args)
-
-    def _agent_channel(self, agent_id: str) -> bytes:
-        channel = self._agent_channels.get(agent_id)
-        if channel is None:
-            if len(self._agent_channels) >= AGENT_CHANNELS_MEMO:
-                self._agent_channels.clear()
-            channel = self._agent_channels[agent_id] = redis_keys.agent_channel(agent_id).encode()
-        return channel
 
     async def run(self) -> None:
         backoff = BACKOFF_START

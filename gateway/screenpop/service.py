@@ -16,8 +16,6 @@ import asyncio
 import collections
 import datetime as dt
 import uuid
-from collections.abc import Mapping
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -171,18 +169,14 @@ class ScreenPopService:
         return Pop(pop_id, state, agent_id, interaction_id, occurred_at, self.clock.now(),
                    self.url(interaction_id, agent_id), call, summary, candidates)
 
-    async def pop_for_ringing(self, message: Mapping[str, Any] | PublishedEvent) -> Pop:
-        """The pop of a published ``call.ringing`` event (see :meth:`gateway.events.ingest.Ingestor._message`)."""
-        occurred = message.get("occurred_at")
-        call = CallInfo(message.get("channel", "voice"), message.get("queue"), message.get("direction"),
-                        tuple(message.get("identifiers") or ()), dict(message.get("attributes") or {}))
+    async def pop_for_ringing(self, message: PublishedEvent) -> Pop:
+        """The pop of a committed ``call.ringing`` event (see :meth:`gateway.events.ingest.Ingestor._message`)."""
+        call = CallInfo(message.channel, message.queue, None, tuple(message.identifiers), {})
         return await self._pop(
-            pop_id=str(message.get("id")), state=message.get("identification") or "unidentified",
-            customer_id=message.get("customer_id"), candidate_ids=tuple(message.get("candidates") or ()),
-            agent_id=message.get("agent_id"), interaction_id=message.get("interaction_id"),
-            occurred_at=(occurred if isinstance(occurred, dt.datetime)
-                         else dt.datetime.fromisoformat(occurred) if isinstance(occurred, str) else None), call=call,
-            version=message.get("customer_version"))
+            pop_id=message.id, state=message.identification or "unidentified",
+            customer_id=message.customer_id, candidate_ids=tuple(message.candidates),
+            agent_id=message.agent_id, interaction_id=message.interaction_id, occurred_at=message.occurred_at,
+            call=call, version=message.customer_version)
 
     async def pop_for_interaction(self, interaction_id: str, agent_id: str | None = None) -> Pop | None:
         """The pop of an interaction as it stands now (reconnects, pop URLs, other vendors' desktops)."""
