@@ -33,6 +33,7 @@ from gateway.events import cloudevents, links, store
 from gateway.events.model import (
     MAX_BATCH,
     ContactEvent,
+    check_event,
     decode_event,
     decode_json,
     decode_plain,
@@ -110,8 +111,10 @@ async def post_events(request: web.Request) -> web.Response:
                 event = cloudevents.from_cloudevent(obj, prefix)
             elif isinstance(obj, msgspec.Raw):
                 event = decode_event(obj, prefix)
+            elif batch:
+                event = check_event(obj, prefix)
             else:
-                event = obj
+                event = obj  # checked by decode_plain
             _authorise(principal, event, prefix)
         except ValidationFailed as exc:
             if not batch:
