@@ -259,6 +259,37 @@ async def test_events_published_per_customer_and_agent_after_commit(client, db, 
     assert await redis_client.get(redis_keys.summary_cache(str(cid))) is None, "cached summary invalidated"
 
 
+async def test_a_group_published_in_one_command_arrives_whole_on_every_channel(client, db, settings, redis_client):
+    """The publisher sends a committed group's payloads concatenated, split again by byte length in Redis:
+    multi-byte text, customers and agents (some events with neither) all come out as sent."""
+    cid = await insert_customer(db, settings, "C0502", "欧阳娜娜", [("phone", PHONE)])
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(redis_keys.ALL_EVENTS_CHANNEL, redis_keys.customer_channel(str(cid)),
+                           redis_keys.agent_channel("坐席-07"))
+    for _ in range(3):
+        await pubsub.get_message(timeout=1)
+    batch = [event("message.received", sid=f"pub-{i}", channel="email", subject=f"投诉：第{i}次转账失败 ✉",
+                   identifiers=[{"kind": "phone", "value": PHONE}] if i % 2 else [],
+                   **({"agent_id": "坐席-07"} if i % 3 == 0 else {})) for i in range(7)]
+    resp = await client.post("/v1/events", json=batch, headers=CTI_KEY)
+    assert (await resp.json())["accepted"] == 7
+    got: dict[str, list[dict]] = {}
+    for _ in range(40):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if msg:
+            got.setdefault(msg["channel"].decode(), []).append(json.loads(msg["data"]))
+        if sum(map(len, got.values())) == 7 + 3 + 3:
+            break
+    await pubsub.aclose()
+    assert sorted(m["source_event_id"] for m in got[redis_keys.ALL_EVENTS_CHANNEL]) == [f"pub-{i}" for i in range(7)]
+    assert sorted(m["source_event_id"] for m in got[redis_keys.customer_channel(str(cid))]) == ["pub-1", "pub-3",
+                                                                                               "pub-5"]
+    assert sorted(m["source_event_id"] for m in got[redis_keys.agent_channel("坐席-07")]) == ["pub-0", "pub-3",
+                                                                                            "pub-6"]
+    assert all(m["customer_id"] == cid for m in got[redis_keys.customer_channel(str(cid))])
+    assert all(m["agent_id"] == "坐席-07" for m in got[redis_keys.agent_channel("坐席-07")])
+
+
 async def test_ingest_carries_on_while_redis_is_down_and_recovers(aiohttp_client, database_url, tmp_path, db,
                                                                    settings):
     rd = EmbeddedRedis(tmp_path / "rd", persist=False)
@@ -301,3 +332,15 @@ async def test_ingest_carries_on_while_redis_is_down_and_recovers(aiohttp_client
         await r.aclose()
     finally:
         rd.stop()
+
+
+def test_interaction_ids_made_without_uuid_objects_equal_uuid5():
+    """Ingest keys interactions by ``interaction_id_text``, made from SHA-1 by hand; it must be the very id
+    that ``interaction_uuid`` (``uuid.uuid5``) gives, which other modules and stored rows use."""
+    from gateway.events.ingest import interaction_id_text, interaction_uuid
+
+    cases = [("cti.asterisk", "1722863811.39"), ("email", "<a@b.cn>"), ("mobile", "会话-7"), ("x", ""),
+             ("cti.test", "cg:0190f1c2-3d4e-7f60-8a9b-0c1d2e3f4a5b"), ("cti.test", "cg:not-a-uuid")]
+    cases += [(f"src{i}", f"ext-{i}-{'z' * (i % 70)}") for i in range(500)]
+    for source, external in cases:
+        assert interaction_id_text(source, external) == str(interaction_uuid(source, external))

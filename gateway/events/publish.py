@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
+import msgspec
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -36,22 +37,27 @@ MAX_PENDING_INVALIDATIONS = 100_000
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
 
-# One round trip and one command per committed group, however many events and channels: packing a
-# PUBLISH per event and channel in a client pipeline cost more CPU than the rest of the publication.
-# ARGV: the all-events channel, then per event its payload, how many more channels, and those channels.
+# One round trip and one command of four arguments per committed group, however many events and channels:
+# a PUBLISH per event and channel in a client pipeline, and later one argument per payload and channel,
+# cost more client CPU (redis-py checks and encodes every argument) than the rest of the publication.
+# ARGV: the all-events channel; the customer and agent channel prefixes; the payloads, concatenated; and
+# per event, as JSON, [payload length in bytes, customer id or null, agent id or null].
 PUBLISH_GROUP = """
 for i = 1, #KEYS do redis.call('DEL', KEYS[i]) end
-local all, i, n = ARGV[1], 2, 0
-while i <= #ARGV do
-  local payload, more = ARGV[i], tonumber(ARGV[i + 1])
+local all, customers, agents, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pos, n = 1, 0
+for _, r in ipairs(cjson.decode(ARGV[5])) do
+  local payload = string.sub(blob, pos, pos + r[1] - 1)
+  pos = pos + r[1]
   redis.call('PUBLISH', all, payload)
-  for j = 1, more do redis.call('PUBLISH', ARGV[i + 1 + j], payload) end
-  i, n = i + 2 + more, n + 1 + more
+  n = n + 1
+  if r[2] ~= cjson.null then redis.call('PUBLISH', customers .. string.format('%d', r[2]), payload); n = n + 1 end
+  if r[3] ~= cjson.null then redis.call('PUBLISH', agents .. r[3], payload); n = n + 1 end
 end
 return n
 """
-_ALL = redis_keys.ALL_EVENTS_CHANNEL.encode()
-_COUNTS = (b"0", b"1", b"2")
+_CHANNELS = (redis_keys.ALL_EVENTS_CHANNEL, redis_keys.customer_channel(""), redis_keys.agent_channel(""))
+_routes_encoder = msgspec.json.Encoder()
 
 
 class Publisher:
@@ -98,19 +104,11 @@ class Publisher:
             self._pending_invalidations.difference_update(ids)
 
     async def _publish(self, messages: Sequence[PublishedEvent]) -> None:
-        customers: set[int] = set()
-        args: list[bytes] = [_ALL]
-        for m in messages:
-            more = []
-            customer_id, agent_id = m.customer_id, m.agent_id
-            if customer_id is not None:
-                customers.add(customer_id)
-                more.append(redis_keys.customer_channel(str(customer_id)).encode())
-            if agent_id:
-                more.append(redis_keys.agent_channel(agent_id).encode())
-            args += (encode(m), _COUNTS[len(more)], *more)
+        payloads = [encode(m) for m in messages]
+        routes = [(len(p), m.customer_id, m.agent_id or None) for p, m in zip(payloads, messages, strict=True)]
+        customers = {m.customer_id for m in messages if m.customer_id is not None}
         keys = [redis_keys.summary_cache(str(c)) for c in customers]
-        await self._script(keys=keys, args=args)
+        await self._script(keys=keys, args=[*_CHANNELS, b"".join(payloads), _routes_encoder.encode(routes)])
 
     async def run(self) -> None:
         backoff = BACKOFF_START

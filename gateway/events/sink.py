@@ -11,22 +11,23 @@ same events is always safe, because ``(source, source_event_id)`` is unique.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Literal, Protocol
+
+import msgspec
 
 from gateway.events.model import ContactEvent
 
 Status = Literal["accepted", "duplicate", "rejected"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class IngestResult:
+class IngestResult(msgspec.Struct, frozen=True):
     """What happened to one submitted event.
 
     ``accepted``: stored now, ``event_id`` is its new id. ``duplicate``: stored
     before, ``event_id`` is the original's. ``rejected``: not stored; ``field``
-    and ``message`` say why.
+    and ``message`` say why. (A struct: one is made per event, and a frozen
+    dataclass's ``__init__`` costs four times as much.)
     """
 
     status: Status

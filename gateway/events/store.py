@@ -114,11 +114,12 @@ k AS (
     SELECT {_EVENT_VALUES} FROM ev
 ), upserted AS ({UPSERT_INTERACTION.replace("$1::", "$2::")}
     RETURNING id, customer_id, identification)
-SELECT id, customer_id, identification FROM upserted
+SELECT id::text AS id, customer_id, identification FROM upserted
 """
 
 SELECT_INTERACTION_LINKS = """
-SELECT i.id, i.customer_id, i.identification FROM unnest($1::uuid[]) AS q(id) JOIN interactions i ON i.id = q.id
+SELECT i.id::text AS id, i.customer_id, i.identification
+FROM unnest($1::uuid[]) AS q(id) JOIN interactions i ON i.id = q.id
 """
 
 # The early link of a ringing event, in one round trip: the customers owning its digests (kind 'd'), the
@@ -330,17 +331,17 @@ async def upsert_interactions(conn: asyncpg.Connection, rows: Sequence[Sequence[
 
 
 async def commit_fresh(conn: asyncpg.Connection, event_rows: Sequence[Sequence[Any]],
-                       interaction_rows: Sequence[Sequence[Any]]) -> dict[uuid.UUID, tuple[int | None, str]]:
+                       interaction_rows: Sequence[Sequence[Any]]) -> dict[str, tuple[int | None, str]]:
     """Store a group of new events and their interactions in one statement (see ``COMMIT_FRESH``); return
-    each interaction's link after it. Raises ``asyncpg.UniqueViolationError`` (constraint
+    each interaction's link after it, by the interaction id's text. Raises ``asyncpg.UniqueViolationError`` (constraint
     ``FRESH_KEY_CONSTRAINT``), with nothing stored, when one of the events is stored already."""
     records = await fetch(conn, "events.commit_fresh", COMMIT_FRESH, rows_json(event_rows),
                           rows_json(interaction_rows))
     return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
 
 
-async def interaction_links(conn: asyncpg.Connection, ids: Sequence[uuid.UUID]
-                            ) -> dict[uuid.UUID, tuple[int | None, str]]:
+async def interaction_links(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, tuple[int | None, str]]:
+    """Each interaction's link, by the id's text."""
     records = await fetch(conn, "interactions.links", SELECT_INTERACTION_LINKS, list(ids))
     return {r["id"]: (r["customer_id"], r["identification"]) for r in records}
 
@@ -352,7 +353,7 @@ class EarlyLink:
     versions: dict[int, str]                                      # customer -> version token
 
 
-async def early_link(conn: asyncpg.Connection, interaction_id: uuid.UUID, digests: Sequence[bytes]) -> EarlyLink:
+async def early_link(conn: asyncpg.Connection, interaction_id: str, digests: Sequence[bytes]) -> EarlyLink:
     """The digests' owners (as :func:`resolve_digests`), the stored interaction's link, and their versions."""
     matches: dict[bytes, set[int]] = {}
     stored = None
