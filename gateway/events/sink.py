@@ -21,7 +21,7 @@ from gateway.events.model import ContactEvent
 Status = Literal["accepted", "duplicate", "rejected"]
 
 
-class IngestResult(msgspec.Struct, frozen=True):
+class IngestResult(msgspec.Struct, frozen=True, gc=False):
     """What happened to one submitted event.
 
     ``accepted``: stored now, ``event_id`` is its new id. ``duplicate``: stored
