@@ -160,6 +160,9 @@ class _Committed:
     first: dict[tuple[str, str], Prepared]   # which submission of a key was written (the others are duplicates)
 
 
+_NOTHING_COMMITTED = _Committed({}, {})   # a submission whose events were all rejected (never changed)
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
     items: list[Prepared]
@@ -269,7 +272,7 @@ class Ingestor:
         received_at = self._clock.now()
         prepared: list[Prepared | IngestResult] = [self.prepare(e, received_at, nul_free) for e in events]
         items = [p for p in prepared if isinstance(p, Prepared)]
-        committed = _Committed({}, {})
+        committed = _NOTHING_COMMITTED
         if items:
             inflight = self._inflight
             for p in items:
@@ -277,7 +280,9 @@ class Ingestor:
             try:
                 if self.on_ringing is not None:
                     self._ring_early(items)
-                await self._partitions_for(items)
+                months = {month_of(p.event.occurred_at) for p in items}
+                if not self._partitions.covers(months):
+                    await self._create_partitions(months)
                 fut: asyncio.Future[_Committed] = asyncio.get_running_loop().create_future()
                 self._queue.put_nowait(_Job(items, fut))  # unbounded: never waits
                 committed = await fut
@@ -333,10 +338,7 @@ class Ingestor:
             message.customer_version = early.versions[p.customer_id]
         return message
 
-    async def _partitions_for(self, items: Sequence[Prepared]) -> None:
-        months = {month_of(p.event.occurred_at) for p in items}
-        if self._partitions.covers(months):
-            return
+    async def _create_partitions(self, months: set[dt.date]) -> None:
         try:
             await self._partitions.ensure(months)
         except UNAVAILABLE_ERRORS as exc:

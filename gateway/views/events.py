@@ -53,12 +53,8 @@ MAX_PAGE = 200
 DEFAULT_PAGE = 50
 
 
-def _dump(obj: Any) -> str:
-    return msgspec.json.encode(obj).decode()
-
-
 def _respond(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=_dump)
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type=JSON)
 
 
 def _reject(exc: ValidationFailed, source_event_id: str = "") -> IngestResult:
