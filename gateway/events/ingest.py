@@ -129,6 +129,20 @@ def state_of(event: ContactEvent) -> tuple[str, int]:
     return _STATUS.get(event.type, ("active" if interaction_kind(event) == "session" else "open", 0))
 
 
+class _Identified(msgspec.Struct, frozen=True, gc=False):
+    """One identifier's contribution to a prepared event: ``shown`` its masked form ``{kind, masked}``,
+    ``lookup`` (kind, digests under every key, masked), ``digest`` the newest key's; and the three lists
+    of an event that carries only this identifier (the usual case), made once. Shared by the events that
+    carry the identifier, so never changed."""
+
+    shown: dict[str, str]
+    lookup: tuple[str, list[bytes], str]
+    digest: bytes
+    only_shown: list[dict[str, str]]
+    only_lookup: list[tuple[str, list[bytes], str]]
+    only_digest: list[bytes]
+
+
 class Prepared(msgspec.Struct, gc=False):
     """An event ready for the transaction: everything that needs no database computed in-process.
 
@@ -144,6 +158,7 @@ class Prepared(msgspec.Struct, gc=False):
     interaction_id: str                               # canonical text of the interaction's UUID
     external_interaction_id: str
     kind: str
+    # (shared with other events when the event has one identifier: never changed)
     identifiers: list[dict[str, str]]                 # [{kind, masked}]
     lookups: list[tuple[str, list[bytes], str]]       # (kind, digests under every key, masked)
     digests: list[bytes]                              # newest-key digests, kept on the interaction
@@ -218,18 +233,18 @@ class Ingestor:
                 await t
 
     # -- preparation (no I/O) ----------------------------------------------------------------------
-    def _identify_uncached(self, kind: str, value: str
-                           ) -> tuple[dict[str, str], tuple[str, list[bytes], str], bytes] | str:
-        """What an identifier contributes to a prepared event — its masked form ``{kind, masked}``, its
-        lookup ``(kind, digests under every key, masked)`` and its newest-key digest — or the reason the
-        value is invalid. Memoised, so these objects are shared by events and never changed."""
+    def _identify_uncached(self, kind: str, value: str) -> _Identified | str:
+        """What an identifier contributes to a prepared event (see :class:`_Identified`), or the reason the
+        value is invalid. Memoised: the objects are shared by the events that carry the identifier."""
         try:
             normalized = normalize(kind, value)
         except InvalidIdentifier as exc:
             return str(exc)
         masked = mask(kind, normalized)
         digests = self._hasher.all_digests(kind, normalized)
-        return {"kind": kind, "masked": masked}, (kind, digests, masked), digests[0]
+        shown = {"kind": kind, "masked": masked}
+        lookup = (kind, digests, masked)
+        return _Identified(shown, lookup, digests[0], [shown], [lookup], [digests[0]])
 
     def prepare(self, event: ContactEvent, received_at: dt.datetime, nul_free: bool = False
                 ) -> Prepared | IngestResult:
@@ -239,17 +254,22 @@ class Ingestor:
             if field:
                 return IngestResult("rejected", event.source_event_id, field=field,
                                     message="contains a NUL character")
-        identifiers: list[dict[str, str]] = []
-        lookups: list[tuple[str, list[bytes], str]] = []
-        digests: list[bytes] = []
-        for i, ident in enumerate(event.identifiers):
+        if len(event.identifiers) == 1:   # the usual event: its identifier's lists are shared, not made
+            ident = event.identifiers[0]
             found = self._identify(ident.kind, ident.value)
             if isinstance(found, str):
-                return IngestResult("rejected", event.source_event_id, field=f"identifiers[{i}].value",
-                                    message=found)
-            identifiers.append(found[0])
-            lookups.append(found[1])
-            digests.append(found[2])
+                return IngestResult("rejected", event.source_event_id, field="identifiers[0].value", message=found)
+            identifiers, lookups, digests = found.only_shown, found.only_lookup, found.only_digest
+        else:
+            identifiers, lookups, digests = [], [], []
+            for i, ident in enumerate(event.identifiers):
+                found = self._identify(ident.kind, ident.value)
+                if isinstance(found, str):
+                    return IngestResult("rejected", event.source_event_id, field=f"identifiers[{i}].value",
+                                        message=found)
+                identifiers.append(found.shown)
+                lookups.append(found.lookup)
+                digests.append(found.digest)
         external = event.interaction_id or f"event:{event.source_event_id}"
         return Prepared(
             event=event,
@@ -535,7 +555,7 @@ class Ingestor:
     def _message(p: Prepared, customer_id: int | None, identification: str) -> PublishedEvent:
         e = p.event
         return PublishedEvent(p.event_id, e.type, e.channel, e.source, e.source_event_id, e.occurred_at,
-                              p.interaction_id, customer_id, identification, list(p.candidates), e.agent_id,
+                              p.interaction_id, customer_id, identification, p.candidates, e.agent_id,
                               e.queue, p.identifiers)
 
 

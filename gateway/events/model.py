@@ -111,7 +111,7 @@ class PublishedEvent(msgspec.Struct, omit_defaults=True, gc=False):
     interaction_id: str
     customer_id: int | None
     identification: str
-    candidates: list[int]
+    candidates: tuple[int, ...]
     agent_id: str | None
     queue: str | None
     identifiers: list[dict[str, str]]
