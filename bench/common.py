@@ -170,8 +170,11 @@ _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads: int = 1,
-            env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run wrk with a Lua script; return requests/s and latency percentiles in ms."""
+            env: dict[str, str] | None = None, cpu: bool = False) -> dict[str, float]:
+    """Run wrk with a Lua script; return requests/s and latency percentiles in ms (``cpu``: and the CPU
+    seconds each group of processes used meanwhile, as ``cpu_<group>``, and the wall time, ``seconds``)."""
+    if cpu:
+        before, children, started = cpu_seconds_by_group(), _children_cpu(), time.perf_counter()
     out = subprocess.run(
         [need_wrk(), f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True, timeout=duration + 60,
@@ -186,7 +189,54 @@ def run_wrk(url: str, script: Path, *, connections: int, duration: int, threads:
             result["rps"] = float(m.group(1))
         if "Non-2xx or 3xx responses" in line:
             result["errors"] = float(line.split(":")[1])
+    if cpu:
+        result["seconds"] = time.perf_counter() - started
+        after = cpu_seconds_by_group()
+        for group in CPU_GROUPS:
+            result[f"cpu_{group}"] = after[group] - before[group]
+        result["cpu_wrk"] = _children_cpu() - children
     return result
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+CPU_GROUPS = ("gateway", "postgres", "redis")
+
+
+def cpu_seconds_by_group() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the machine's gateway, PostgreSQL and Redis processes,
+    summed by role (Linux /proc). A process that exits between two readings is missing from the second,
+    so wrk's CPU is read from this process's finished children instead (see :func:`run_wrk`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = dict.fromkeys(CPU_GROUPS, 0.0)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if comm.startswith("postgres") or cmd.startswith("postgres"):
+            group = "postgres"
+        elif "gateway serve" in cmd:
+            group = "gateway"
+        elif comm.startswith("redis"):
+            group = "redis"
+        else:
+            continue
+        out[group] += used
+    return out
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

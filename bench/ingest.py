@@ -1,7 +1,7 @@
 """Ingest benchmark (issue 4). One run prints one table:
 
 (a) single-event POSTs, 64 concurrent keep-alive clients (wrk): events/s, ack latency p50/p99
-(b) 500-event batches: events/s
+(b) 500-event batches: events/s, and the CPU time per event of the gateway, PostgreSQL, Redis and wrk
 (c) baseline in the same run: a minimal aiohttp handler decoding the same JSON and doing one durable INSERT per
     request into a plain table (bench/baseline_server.py), same load
 (d) the ratio (a)/(c)
@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
+    CPU_GROUPS,
     DEFAULT_PG,
     DEFAULT_REDIS,
     drop_database,
@@ -75,14 +76,19 @@ def single_and_baseline(urls: dict[int, str], base_db_url: str, args: argparse.N
     return runs
 
 
-def batches(urls: dict[int, str], args: argparse.Namespace) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = {n: [] for n in urls}
+def batches(urls: dict[int, str], args: argparse.Namespace) -> dict[int, list[dict[str, float]]]:
+    """Per process count, per run: events/s and the CPU µs per event of each group of processes."""
+    out: dict[int, list[dict[str, float]]] = {n: [] for n in urls}
     for _ in range(args.repeat):
         for n, url in urls.items():
             r = run_wrk(url + "/v1/events", SCRIPT, connections=8, duration=args.duration,
-                        env={"BENCH_RUN": uuid.uuid4().hex[:10], "BENCH_BATCH": "500"})
-            out[n].append(r["rps"] * 500)
-            print(f"  batch500 x{n} {r} -> {r['rps'] * 500:.0f} events/s", flush=True)
+                        env={"BENCH_RUN": uuid.uuid4().hex[:10], "BENCH_BATCH": "500"}, cpu=True)
+            events = r["rps"] * 500 * r["seconds"]
+            run = {"events": r["rps"] * 500,
+                   **{g: r[f"cpu_{g}"] * 1e6 / events for g in (*CPU_GROUPS, "wrk")}}
+            out[n].append(run)
+            print(f"  batch500 x{n} {r['rps'] * 500:.0f} events/s, CPU µs/event: "
+                  + ", ".join(f"{g} {run[g]:.1f}" for g in (*CPU_GROUPS, "wrk")), flush=True)
     return out
 
 
@@ -131,7 +137,7 @@ async def main() -> None:
     print(f"machine: {machine()}; PostgreSQL, Redis, gateway and wrk on the same machine", flush=True)
     workers = [int(w) for w in args.workers.split(",")]
     runs: dict[str, list] = {}
-    batch_rates: dict[int, list[float]] = {}
+    batch_runs: dict[int, list[dict[str, float]]] = {}
     if not args.timeline_only:
         ingest_db = await fresh_database(args.database_url, "cg_bench_ingest")
         base_db = with_database(args.database_url, "cg_bench_baseline")
@@ -141,7 +147,7 @@ async def main() -> None:
             print("(a)+(c) single events, alternating gateway and baseline:", flush=True)
             runs = single_and_baseline(urls, base_db, args)
             print("(b) 500-event batches:", flush=True)
-            batch_rates = batches(urls, args)
+            batch_runs = batches(urls, args)
         if not args.keep:
             await drop_database(args.database_url, "cg_bench_ingest")
             await drop_database(args.database_url, "cg_bench_baseline")
@@ -164,7 +170,10 @@ async def main() -> None:
                   f"{g_rps:,.0f} events/s, ack p50 {med([r['p50'] for r in g]):.2f} ms / "
                   f"p99 {med([r['p99'] for r in g]):.2f} ms |")
         for n in workers:
-            print(f"| (b) 500-event batches, 8 clients, {n} gateway process(es) | {med(batch_rates[n]):,.0f} events/s |")
+            runs_n = batch_runs[n]
+            cpu = ", ".join(f"{g} {med([r[g] for r in runs_n]):.1f}" for g in (*CPU_GROUPS, "wrk"))
+            print(f"| (b) 500-event batches, 8 clients, {n} gateway process(es) | "
+                  f"{med([r['events'] for r in runs_n]):,.0f} events/s (CPU µs per event: {cpu}) |")
         print(f"| (c) baseline: one durable INSERT per request, 1 process | {b_rps:,.0f} requests/s "
               f"(p50 {med([r['p50'] for r in b]):.2f} ms / p99 {med([r['p99'] for r in b]):.2f} ms) |")
         for n in workers:
