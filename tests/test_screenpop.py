@@ -284,6 +284,22 @@ async def test_a_ringing_that_cannot_be_linked_early_pops_after_its_commit(clien
     assert len(await audited_pops(db, 1)) == 1
 
 
+async def test_without_early_pops_a_ringing_pops_after_its_commit(aiohttp_client, database_url, redis_url,
+                                                                   tmp_path, db):
+    """``screenpop.early_pop = false``: the pop waits for the commit and its publication (DESIGN.md §5 as
+    written); the ingestor hands nothing over early."""
+    app = create_app(make_settings(database_url, redis_url, tmp_path, screenpop={"early_pop": False}))
+    client = await aiohttp_client(app)
+    await asyncio.wait_for(app[keys.POP_HUB].subscribed.wait(), 10)
+    assert app[keys.INGEST].on_ringing is None
+    await put_customer(client, "C0000000001", doc())
+    async with client.ws_connect("/v1/agents/8001/stream", headers=READ) as ws:
+        results = await ingest(app, *ringing("L-20"))
+        pop = (await next_frame(ws))["pop"]
+        assert pop["pop_id"] == results[1].event_id and pop["state"] == "identified"
+    assert len(await audited_pops(db, 1)) == 1
+
+
 async def test_a_burst_of_ringing_calls_all_pop_with_few_redis_connections(aiohttp_client, database_url, redis_url,
                                                                             tmp_path, db):
     """100 calls ringing at once through a 4-connection Redis pool: every one is popped and audited

@@ -294,11 +294,13 @@ class Ingestor:
         items = [p for p in prepared if isinstance(p, Prepared)]
         committed = _NOTHING_COMMITTED
         if items:
-            inflight = self._inflight
-            for p in items:
-                inflight[p.interaction_id] = inflight.get(p.interaction_id, 0) + 1
+            # events in flight per interaction: only early ringing asks (without on_ringing, nothing to keep)
+            inflight = self._inflight if self.on_ringing is not None else None
+            if inflight is not None:
+                for p in items:
+                    inflight[p.interaction_id] = inflight.get(p.interaction_id, 0) + 1
             try:
-                if self.on_ringing is not None:
+                if inflight is not None:
                     self._ring_early(items)
                 months = {month_of(p.event.occurred_at) for p in items}
                 if not self._partitions.covers(months):
@@ -307,12 +309,13 @@ class Ingestor:
                 self._queue.put_nowait(_Job(items, fut))  # unbounded: never waits
                 committed = await fut
             finally:
-                for p in items:
-                    left = inflight[p.interaction_id] - 1
-                    if left:
-                        inflight[p.interaction_id] = left
-                    else:
-                        del inflight[p.interaction_id]
+                if inflight is not None:
+                    for p in items:
+                        left = inflight[p.interaction_id] - 1
+                        if left:
+                            inflight[p.interaction_id] = left
+                        else:
+                            del inflight[p.interaction_id]
         out: list[IngestResult] = []
         counts: dict[tuple[str, str], int] = {}
         seen: dict[tuple[str, str], IngestResult] = {}
