@@ -112,22 +112,19 @@ def as_the_server_collects() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def make_bodies(rep: int, count: int) -> list[bytes]:
+    """Repetition ``rep``'s ``count`` request bodies: events no other repetition has (new callers, new calls)."""
+    return [b"[" + b",".join(event_json(f"r{rep}", rep * 1_000_000 + i * BATCH + j) for j in range(BATCH)) + b"]"
+            for i in range(count)]
+
+
 def measure(bodies: int, repeat: int) -> list[float]:
     """µs of CPU per event for each repetition (new bodies, so new callers, each time)."""
     path = Path_()
     as_the_server_collects()
-    n = 0
     out = []
     for rep in range(repeat):
-        batch = []
-        for _ in range(bodies):
-            parts = []
-            for _ in range(BATCH):
-                n += 1
-                parts.append(event_json(f"r{rep}", n))
-            batch.append(b"[" + b",".join(parts) + b"]")
-        if not bodies:
-            continue
+        batch = make_bodies(rep, bodies)
         started = time.process_time()
         for body in batch:
             path.request(body)
@@ -167,9 +164,7 @@ def main() -> None:
         path = Path_()
         as_the_server_collects()
         for rep in range(args.repeat):
-            bodies = [b"[" + b",".join(event_json(f"r{rep}", rep * 100_000 + i * BATCH + j)
-                                       for j in range(BATCH)) + b"]" for i in range(args.generate)]
-            for body in bodies[:args.bodies]:
+            for body in make_bodies(rep, args.generate)[:args.bodies]:
                 path.request(body)
         return
     times = measure(args.bodies, args.repeat)

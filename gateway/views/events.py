@@ -84,8 +84,9 @@ async def post_events(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(f"Content-Type {ctype or '(none)'} is not accepted; use {JSON}, {CE_JSON} "
                                    f"or {CE_BATCH}", errors=[{"field": "Content-Type", "message": "unsupported"}])
     is_ce = ctype in (CE_JSON, CE_BATCH)
+    plain = ctype == JSON and not binary
     # plain JSON is decoded straight into events; CloudEvents are mapped from decoded objects
-    parsed: Any = decode_plain(body) if ctype == JSON and not binary else decode_json(body)
+    parsed: Any = decode_plain(body) if plain else decode_json(body)
     batch = isinstance(parsed, list) and not binary
     if ctype == CE_BATCH and not batch:
         raise ValidationFailed.field("body", "a CloudEvents batch is a JSON array")
@@ -125,7 +126,7 @@ async def post_events(request: web.Request) -> web.Response:
         events.append(event)
 
     # plain JSON carries U+0000 only escaped: without that escape in the body no event holds one
-    nul_free = ctype == JSON and not binary and b"\\u0000" not in body
+    nul_free = plain and b"\\u0000" not in body
     results = await request.app[keys.INGEST].submit(events, nul_free=nul_free) if events else []
     ordered = [results[s] if isinstance(s, int) else s for s in slots]
     if not batch:
